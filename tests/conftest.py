@@ -1,0 +1,40 @@
+"""Shared fixtures: generated sample data (any machine) and the real data in ../shared."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _shared_data_dir() -> Path:
+    env = os.environ.get("TERRASCRIBE_SHARED_DATA")
+    return Path(env) if env else REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real RS data folder (``../shared/data``); the test is skipped when it is absent."""
+    path = _shared_data_dir()
+    if not (path / "README.md").exists():
+        pytest.skip(f"real data not found at {path} (set TERRASCRIBE_SHARED_DATA)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def sample_region(tmp_path_factory: pytest.TempPathFactory):
+    """A small generated sample region (GeoTIFF, OSM, boxes, masks, scenes), made once."""
+    from terrascribe.sample_data import generate
+
+    return generate(tmp_path_factory.mktemp("sample-region"), seed=0, size_px=512)
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """The tiny registered CLIP (``ts-tiny``), randomly initialised with a fixed seed."""
+    from terrascribe.models.zoo import load_model
+
+    return load_model("ts-tiny", seed=0)
