@@ -1,0 +1,49 @@
+"""The command line: groups are listed, ``info`` summarises a dataset, errors are clear."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from terrascribe.cli import app
+from terrascribe.shards import write_dataset
+from tests.test_shards import JOBS, make_items
+
+runner = CliRunner()
+
+
+def test_help_lists_every_command_group():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for name in (
+        "build",
+        "curate",
+        "train",
+        "eval",
+        "search",
+        "map",
+        "sample-data",
+        "demo",
+        "info",
+    ):
+        assert name in result.output, name
+
+
+def test_info_prints_counts_and_json(tmp_path):
+    write_dataset(tmp_path / "ds", JOBS, make_items, builder="test", seed=0, progress=False)
+    result = runner.invoke(app, ["info", str(tmp_path / "ds"), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["samples"] == 18
+    assert summary["skip_reasons"] == {"blank tile": 2}
+    assert summary["gsd_m"]["known"] == 18
+    assert summary["extent"]["west"] == 10.0
+    table = runner.invoke(app, ["info", str(tmp_path / "ds")])
+    assert table.exit_code == 0 and "samples" in table.output and "18" in table.output
+
+
+def test_info_on_a_folder_that_is_not_a_dataset(tmp_path):
+    result = runner.invoke(app, ["info", str(tmp_path)])
+    assert result.exit_code != 0
+    assert "not a complete terrascribe dataset" in result.output
