@@ -1,4 +1,4 @@
-"""The dataset format: round trip, resume, determinism, bad input, and interop with other readers."""
+"""The dataset format: round trip, resume, determinism, bad input, interop with other readers."""
 
 from __future__ import annotations
 
@@ -142,7 +142,7 @@ def make_items_failing_in_job_1(job):
 
 def test_failed_shard_is_reported_and_others_kept(tmp_path):
     out = tmp_path / "ds"
-    with pytest.raises(DatasetError, match="1 of 4 shards failed.*disk on fire"):
+    with pytest.raises(DatasetError, match=r"1 of 4 shards failed.*disk on fire"):
         _build(out, fn=make_items_failing_in_job_1)
     assert (out / "shard-000002.stats.json").exists()
     with pytest.raises(DatasetError, match="not a complete terrascribe dataset"):

@@ -6,12 +6,44 @@ libraries (torch, rasterio, faiss) are imported inside the commands, not here.
 
 from __future__ import annotations
 
+import os
+import sys
+
+import click
 import typer
+from typer.core import TyperGroup
 
 from terrascribe import __version__
 from terrascribe.cli import apply, build, curate, data, evaluate, train
 
+# Errors a user can fix (bad input, missing files) get one clear line, not a traceback.
+_USER_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+
+
+def _is_user_error(err: BaseException) -> bool:
+    return isinstance(err, _USER_ERRORS) or type(err).__module__.startswith("terrascribe.")
+
+
+class _UserErrorsGroup(TyperGroup):
+    """Root group that prints terrascribe's own errors as ``Error: ...`` and exits with 1.
+
+    Set ``TERRASCRIBE_DEBUG=1`` to get the traceback instead.
+    """
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as err:
+            if not _is_user_error(err) or os.environ.get("TERRASCRIBE_DEBUG"):
+                raise
+            click.echo(f"Error: {err}", err=True)
+            sys.exit(1)
+
+
 app = typer.Typer(
+    cls=_UserErrorsGroup,
     name="terrascribe",
     help="Remote-sensing vision-language toolkit: build image-text datasets, curate them, "
     "train CLIP, evaluate, search imagery and map it.",

@@ -24,13 +24,9 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
     """Counts, caption lengths, sources, GSD histogram and spatial extent of a dataset."""
-    from terrascribe.shards import DatasetError
     from terrascribe.stats import describe_dataset, format_json
 
-    try:
-        summary = describe_dataset(dataset)
-    except DatasetError as err:
-        raise typer.BadParameter(str(err), param_hint="DATASET") from None
+    summary = describe_dataset(dataset)
     if as_json:
         typer.echo(format_json(summary))
         return
