@@ -1,0 +1,740 @@
+"""OpenStreetMap objects: read them from OSM files or GeoJSON, keep the visible ones, store them.
+
+:func:`read_osm` streams ``.osm.pbf`` / ``.osm`` / ``.osm.bz2`` files with pyosmium: tagged nodes
+become points, ways become lines or (closed, area-like) polygons, multipolygon and boundary
+relations become (multi)polygons through osmium's area assembler. Node locations are cached in
+memory for small files and in an on-disk index for large ones, so memory stays bounded on any
+file size. Clipped extracts reference nodes they do not contain: lines keep their longest run of
+known nodes, polygons with missing nodes are counted and skipped.
+
+:func:`extract_osm` writes the objects as spatially partitioned GeoParquet
+(``cell=E024N60/part-000000.parquet``), the form the builder and DuckDB/GeoPandas read.
+:func:`read_osm_geojson` reads GeoJSON exports of OSM features (``@id``/``@type``/``@timestamp``
+properties, as written by osmium, Overpass turbo or label-maker). :func:`read_features` reads any of
+these by looking at the path.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import shapely
+from shapely.geometry import LineString, Point, Polygon, shape
+from shapely.geometry.base import BaseGeometry
+
+from terrascribe.geo import GeoError, metric_size, repair
+
+if TYPE_CHECKING:
+    from terrascribe.text.osm_tags import TagTable
+
+OSM_SUFFIXES = (".osm.pbf", ".pbf", ".osm", ".osm.bz2", ".osm.gz", ".o5m")
+TYPE_LETTER = {"node": "n", "way": "w", "relation": "r"}
+LETTER_TYPE = {v: k for k, v in TYPE_LETTER.items()}
+
+# Closed ways with these tags are lines, not areas (a roundabout is a road, not a disc).
+_LINEAR_KEYS = frozenset(
+    {"highway", "barrier", "railway", "waterway", "power", "aerialway", "route", "aeroway"}
+)
+_AREA_VALUES = {
+    "railway": {"platform", "station"},
+    "waterway": {"riverbank", "dock", "boatyard", "dam"},
+    "power": {"substation", "plant", "generator"},
+    "aeroway": {"apron", "aerodrome", "helipad", "terminal", "hangar"},
+    "highway": {"pedestrian", "rest_area", "services"},
+}
+_LINEAR_VALUES = {
+    "natural": {"coastline", "cliff", "tree_row", "ridge", "arete", "valley"},
+    "man_made": {"embankment", "pipeline", "cutline", "groyne", "breakwater", "pier"},
+}
+
+# Keys shortened to 10 characters by shapefile round trips (seen in label-maker fixtures).
+SHAPEFILE_KEYS = {
+    "admin_leve": "admin_level",
+    "border_typ": "border_type",
+    "opening_ho": "opening_hours",
+    "protect_cl": "protect_class",
+    "protection": "protection_title",
+    "protecti_1": "protection_code",
+    "ref_source": "ref:source",
+    "related_la": "related_law",
+    "name_en": "name:en",
+    "addr_stree": "addr:street",
+    "addr_house": "addr:housenumber",
+    "addr_postc": "addr:postcode",
+    "addr_city": "addr:city",
+    "constructi": "construction",
+    "building_l": "building:levels",
+    "roof_shape": "roof:shape",
+}
+
+
+class OsmError(ValueError):
+    """An OSM input is missing, unreadable, truncated or malformed."""
+
+
+@dataclass(slots=True)
+class OsmObject:
+    """One OSM object with its lon/lat geometry and metric sizes.
+
+    Attributes:
+        osm_type: ``"node"``, ``"way"`` or ``"relation"``.
+        osm_id: The OSM id.
+        version: Object version (1 = never edited since creation), 0 if unknown.
+        timestamp: Last edit as ISO 8601 UTC (``2019-04-21T10:00:00Z``), if known.
+        tags: OSM tags.
+        geometry: Point, LineString, Polygon or MultiPolygon in WGS84 lon/lat.
+        area_m2: Area in square metres (0 for points and lines).
+        length_m: Length of a line, perimeter of a polygon, 0 for a point.
+        width_m: East-west side of the bounding box in metres (local UTM zone).
+        height_m: North-south side of the bounding box in metres.
+        note: Why the geometry is partial or was repaired, if it was.
+    """
+
+    osm_type: str
+    osm_id: int
+    version: int
+    timestamp: str | None
+    tags: dict[str, str]
+    geometry: BaseGeometry
+    area_m2: float = 0.0
+    length_m: float = 0.0
+    width_m: float = 0.0
+    height_m: float = 0.0
+    note: str | None = None
+
+    @property
+    def ref(self) -> str:
+        """Short OSM reference: ``n123``, ``w123``, ``r123``."""
+        return f"{TYPE_LETTER[self.osm_type]}{self.osm_id}"
+
+    @property
+    def kind(self) -> str:
+        """``"point"``, ``"line"`` or ``"polygon"``."""
+        t = self.geometry.geom_type
+        return "point" if "Point" in t else "line" if "Line" in t else "polygon"
+
+    @classmethod
+    def build(
+        cls,
+        osm_type: str,
+        osm_id: int,
+        version: int,
+        timestamp: str | None,
+        tags: Mapping[str, str],
+        geometry: BaseGeometry,
+        note: str | None = None,
+    ) -> OsmObject:
+        """Make an object, repairing an invalid geometry and measuring it in metres.
+
+        Raises:
+            GeoError: If the geometry is empty or cannot be repaired into a non-empty one.
+        """
+        fixed, reason = repair(geometry)
+        if reason is not None:
+            note = f"repaired invalid geometry ({reason})"
+            fixed = _keep_main_dimension(fixed, geometry)
+        if fixed.is_empty:
+            raise GeoError(f"{TYPE_LETTER[osm_type]}{osm_id}: empty geometry")
+        size = metric_size(fixed)
+        return cls(
+            osm_type=osm_type,
+            osm_id=int(osm_id),
+            version=int(version),
+            timestamp=timestamp,
+            tags=dict(tags),
+            geometry=fixed,
+            area_m2=size.area_m2,
+            length_m=0.0 if fixed.geom_type == "Point" else size.length_m,
+            width_m=size.width_m,
+            height_m=size.height_m,
+            note=note,
+        )
+
+
+def _keep_main_dimension(fixed: BaseGeometry, original: BaseGeometry) -> BaseGeometry:
+    # make_valid can return a GeometryCollection of polygons and stray lines: keep the polygons.
+    if fixed.geom_type == "GeometryCollection":
+        dim = shapely.get_dimensions(original)
+        parts = [g for g in fixed.geoms if shapely.get_dimensions(g) == dim]
+        return shapely.union_all(parts) if parts else fixed
+    return fixed
+
+
+def is_area(tags: Mapping[str, str]) -> bool:
+    """Whether a *closed* way with these tags is an area (building) rather than a line (road)."""
+    area = tags.get("area")
+    if area == "yes":
+        return True
+    if area == "no":
+        return False
+    for key, values in _LINEAR_VALUES.items():
+        if tags.get(key) in values:
+            return False
+    for key in _LINEAR_KEYS:
+        if key in tags:
+            return tags[key] in _AREA_VALUES.get(key, ())
+    return True
+
+
+def _iso(timestamp: Any) -> str | None:
+    if timestamp is None:
+        return None
+    if isinstance(timestamp, int | float):
+        if timestamp <= 0:
+            return None
+        timestamp = dt.datetime.fromtimestamp(timestamp, tz=dt.UTC)
+    if isinstance(timestamp, dt.datetime):
+        if timestamp.tzinfo is None:
+            timestamp = timestamp.replace(tzinfo=dt.UTC)
+        if timestamp.timestamp() <= 0:  # osmium reports "no timestamp" as the epoch
+            return None
+        return timestamp.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    text = str(timestamp).strip()
+    return text or None
+
+
+# --------------------------------------------------------------------------------------------
+# Which objects to keep
+
+
+TagPredicate = Callable[[Mapping[str, str]], bool]
+
+
+def visible_tag_filter(table: TagTable | None = None) -> TagPredicate:
+    """A predicate keeping objects with at least one tag the table knows as potentially visible.
+
+    Args:
+        table: Tag table (default: the packaged one).
+    """
+    if table is None:
+        from terrascribe.text.osm_tags import TagTable
+
+        table = TagTable.load()
+
+    def keep(tags: Mapping[str, str]) -> bool:
+        return table.max_gsd(tags) is not None
+
+    return keep
+
+
+def _location_index(index: str, path: Path, tmpdir: Path) -> str:
+    """Pick an osmium node-location index: memory for small files, a file for large ones."""
+    if index != "auto":
+        return index
+    size = path.stat().st_size
+    if size < 256 * 2**20:  # extracts up to ~256 MB: flex_mem copes (a few GB at most)
+        return "flex_mem"
+    # dense on disk for country/planet files (node ids are dense there), sparse otherwise.
+    kind = "dense_file_array" if size > 8 * 2**30 else "sparse_file_array"
+    return f"{kind},{tmpdir / 'node-locations.idx'}"
+
+
+@dataclass
+class ReadStats:
+    """Counts of what :func:`read_osm` saw, kept and dropped (and why)."""
+
+    kept: Counter[str] = field(default_factory=Counter)
+    dropped: Counter[str] = field(default_factory=Counter)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form."""
+        return {
+            "kept": dict(sorted(self.kept.items())),
+            "dropped": dict(sorted(self.dropped.items())),
+        }
+
+
+def read_osm(
+    path: str | Path,
+    *,
+    keep: TagPredicate | None = None,
+    keys: Iterable[str] | None = None,
+    index: str = "auto",
+    stats: ReadStats | None = None,
+) -> Iterator[OsmObject]:
+    """Stream the tagged objects of an OSM file as :class:`OsmObject` s.
+
+    Args:
+        path: ``.osm.pbf``, ``.osm``, ``.osm.bz2`` or ``.osm.gz`` file.
+        keep: Predicate on tags; objects failing it are dropped (e.g. :func:`visible_tag_filter`).
+            ``None`` keeps every tagged object.
+        keys: Optional OSM keys for a fast C++ pre-filter (objects without any of them are
+            dropped before reaching Python).
+        index: Node-location index for osmium (``"flex_mem"``, ``"sparse_file_array,FILE"``,
+            ``"dense_file_array,FILE"``...); ``"auto"`` picks memory or disk by file size.
+        stats: Collects kept/dropped counts by reason.
+
+    Yields:
+        Objects in file order: nodes, then ways, then relation areas as they are assembled.
+
+    Raises:
+        OsmError: If the file is missing, not an OSM file, or truncated/corrupt.
+    """
+    import osmium
+
+    path = Path(path)
+    if not path.is_file():
+        raise OsmError(f"{path}: no such OSM file")
+    stats = stats if stats is not None else ReadStats()
+    wkb = osmium.geom.WKBFactory()
+    with tempfile.TemporaryDirectory(prefix="terrascribe-osm-") as tmp:
+        processor = (
+            osmium.FileProcessor(str(path))
+            .with_locations(_location_index(index, path, Path(tmp)))
+            .with_areas()
+            .with_filter(osmium.filter.EmptyTagFilter())
+        )
+        if keys is not None:
+            processor = processor.with_filter(osmium.filter.KeyFilter(*sorted(set(keys))))
+        try:
+            for obj in processor:
+                made = _convert(obj, wkb, keep, stats)
+                if made is not None:
+                    stats.kept[made.osm_type] += 1
+                    yield made
+        except RuntimeError as err:
+            raise OsmError(
+                f"{path}: cannot read OSM data ({err}); the file may be truncated or corrupt"
+            ) from None
+
+
+def _convert(obj: Any, wkb: Any, keep: TagPredicate | None, stats: ReadStats) -> OsmObject | None:
+    if obj.is_relation():  # relations come back as areas (or are not areas and are skipped)
+        return None
+    if obj.is_area() and obj.from_way():  # closed ways are handled as ways (our area rule)
+        return None
+    tags = {t.k: t.v for t in obj.tags}
+    if keep is not None and not keep(tags):
+        stats.dropped["no visible tag"] += 1
+        return None
+    ts = _iso(obj.timestamp)
+    try:
+        if obj.is_node():
+            if not obj.location.valid():
+                stats.dropped["invalid location"] += 1
+                return None
+            geom: BaseGeometry = Point(obj.location.lon, obj.location.lat)
+            return OsmObject.build("node", obj.id, obj.version, ts, tags, geom)
+        if obj.is_way():
+            return _way(obj, wkb, tags, ts, stats)
+        if obj.is_area():
+            try:
+                geom = shapely.from_wkb(wkb.create_multipolygon(obj))
+            except RuntimeError:
+                stats.dropped["relation area not assembled"] += 1
+                return None
+            if len(geom.geoms) == 1:
+                geom = geom.geoms[0]
+            return OsmObject.build("relation", obj.orig_id(), obj.version, ts, tags, geom)
+    except GeoError:
+        stats.dropped["empty geometry"] += 1
+    return None
+
+
+def _way(way: Any, wkb: Any, tags: dict[str, str], ts: str | None, stats: ReadStats):
+    note = None
+    refs = way.nodes
+    closed = len(refs) >= 4 and refs[0].ref == refs[-1].ref
+    try:
+        line = shapely.from_wkb(wkb.create_linestring(way))
+    except Exception:  # InvalidLocationError (clipped extract) or too few points
+        if closed and is_area(tags):
+            stats.dropped["polygon with missing nodes"] += 1
+            return None
+        run = _longest_valid_run(refs)
+        if len(run) < 2:
+            stats.dropped["line with missing nodes"] += 1
+            return None
+        line = LineString(run)
+        note = "partial line: nodes outside the extract"
+    if closed and is_area(tags) and note is None:
+        coords = list(line.coords)
+        if len(coords) < 4:
+            stats.dropped["degenerate polygon"] += 1
+            return None
+        geom: BaseGeometry = Polygon(coords)
+    else:
+        geom = line
+    return OsmObject.build("way", way.id, way.version, ts, tags, geom, note=note)
+
+
+def _longest_valid_run(refs: Any) -> list[tuple[float, float]]:
+    best: list[tuple[float, float]] = []
+    run: list[tuple[float, float]] = []
+    for n in refs:
+        if n.location.valid():
+            run.append((n.location.lon, n.location.lat))
+            if len(run) > len(best):
+                best = list(run)
+        else:
+            run = []
+    return best
+
+
+# --------------------------------------------------------------------------------------------
+# GeoJSON exports of OSM features
+
+
+def restore_keys(properties: Mapping[str, Any]) -> dict[str, str]:
+    """OSM tags from GeoJSON feature properties: drop ``@`` metadata and nulls, and undo
+    shapefile-truncated key names (``admin_leve`` -> ``admin_level``) when the full key is absent.
+    """
+    tags: dict[str, str] = {}
+    for key, value in properties.items():
+        if key.startswith("@") or value is None or value == "":
+            continue
+        tags[str(key)] = str(value)
+    for short, full in SHAPEFILE_KEYS.items():
+        if short in tags and short != full:
+            value = tags.pop(short)
+            tags.setdefault(full, value)
+    return tags
+
+
+def read_osm_geojson(
+    path: str | Path, *, keep: TagPredicate | None = None, stats: ReadStats | None = None
+) -> Iterator[OsmObject]:
+    """Read a GeoJSON FeatureCollection of OSM features as :class:`OsmObject` s.
+
+    Features of the same OSM object (``@type`` + ``@id``, e.g. pieces of a clipped way) are
+    merged into one geometry. ``@timestamp`` may be Unix seconds or ISO 8601.
+
+    Raises:
+        OsmError: If the file is not valid GeoJSON or a feature lacks ``@id``/``@type``.
+    """
+    path = Path(path)
+    stats = stats if stats is not None else ReadStats()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise OsmError(f"{path}: cannot read GeoJSON ({err})") from None
+    features = data.get("features") if isinstance(data, dict) else None
+    if not isinstance(features, list):
+        raise OsmError(f"{path}: not a GeoJSON FeatureCollection (no 'features' list)")
+    grouped: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for i, feature in enumerate(features):
+        props = feature.get("properties") or {}
+        osm_type, osm_id = _feature_identity(props)
+        if osm_type is None:
+            raise OsmError(f"{path}: feature {i} has no '@type'/'@id' (or 'id') properties")
+        grouped.setdefault((osm_type, osm_id), []).append(feature)
+    for (osm_type, osm_id), parts in grouped.items():
+        props = parts[0].get("properties") or {}
+        tags = restore_keys(props)
+        if not tags or (keep is not None and not keep(tags)):
+            stats.dropped["no visible tag"] += 1
+            continue
+        try:
+            geoms = [shape(p["geometry"]) for p in parts if p.get("geometry")]
+            geoms = [repair(g)[0] for g in geoms]
+            geom = shapely.union_all(geoms) if len(geoms) > 1 else geoms[0]
+            obj = OsmObject.build(
+                osm_type,
+                osm_id,
+                int(props.get("@version") or 0),
+                _iso(props.get("@timestamp")),
+                tags,
+                geom,
+            )
+        except (GeoError, IndexError, KeyError, ValueError, TypeError) as err:
+            stats.dropped["bad geometry"] += 1
+            del err
+            continue
+        stats.kept[osm_type] += 1
+        yield obj
+
+
+def _feature_identity(props: Mapping[str, Any]) -> tuple[str | None, int]:
+    if "@type" in props and "@id" in props:
+        return str(props["@type"]), int(props["@id"])
+    ident = str(props.get("id") or props.get("@id") or "")
+    if "/" in ident:  # Overpass turbo style "way/123"
+        kind, _, num = ident.partition("/")
+        return kind, int(num)
+    return None, 0
+
+
+# --------------------------------------------------------------------------------------------
+# Partitioned GeoParquet
+
+
+FEATURE_SCHEMA = pa.schema(
+    [
+        ("ref", pa.string()),
+        ("osm_type", pa.string()),
+        ("osm_id", pa.int64()),
+        ("version", pa.int32()),
+        ("timestamp", pa.string()),
+        ("tags", pa.map_(pa.string(), pa.string())),
+        ("kind", pa.string()),
+        ("area_m2", pa.float64()),
+        ("length_m", pa.float64()),
+        ("width_m", pa.float64()),
+        ("height_m", pa.float64()),
+        ("minx", pa.float64()),
+        ("miny", pa.float64()),
+        ("maxx", pa.float64()),
+        ("maxy", pa.float64()),
+        ("note", pa.string()),
+        ("geometry", pa.binary()),
+    ]
+)
+_FEATURE_GEO = {
+    "version": "1.1.0",
+    "primary_column": "geometry",
+    "columns": {
+        "geometry": {
+            "encoding": "WKB",
+            "geometry_types": [],
+            "covering": {
+                "bbox": {
+                    "xmin": ["minx"],
+                    "ymin": ["miny"],
+                    "xmax": ["maxx"],
+                    "ymax": ["maxy"],
+                }
+            },
+        }
+    },
+}
+DONE_FILE = "_extract.json"
+
+
+def cell_name(lon: float, lat: float, cell_deg: float) -> str:
+    """Partition name of the grid cell whose south-west corner is below ``(lon, lat)``.
+
+    ``E024N60`` for 1° cells; fractional cells keep 3 decimals with ``p`` for the point
+    (``E024p500N060p250``).
+    """
+    x = math.floor(lon / cell_deg) * cell_deg
+    y = math.floor(lat / cell_deg) * cell_deg
+
+    def fmt(v: float, width: int) -> str:
+        if float(cell_deg).is_integer():
+            return f"{abs(round(v)):0{width}d}"
+        return f"{abs(v):0{width + 4}.3f}".replace(".", "p")
+
+    return f"{'E' if x >= 0 else 'W'}{fmt(x, 3)}{'N' if y >= 0 else 'S'}{fmt(y, 2)}"
+
+
+def _row(obj: OsmObject) -> dict[str, Any]:
+    minx, miny, maxx, maxy = obj.geometry.bounds
+    return {
+        "ref": obj.ref,
+        "osm_type": obj.osm_type,
+        "osm_id": obj.osm_id,
+        "version": obj.version,
+        "timestamp": obj.timestamp,
+        "tags": sorted(obj.tags.items()),
+        "kind": obj.kind,
+        "area_m2": obj.area_m2,
+        "length_m": obj.length_m,
+        "width_m": obj.width_m,
+        "height_m": obj.height_m,
+        "minx": minx,
+        "miny": miny,
+        "maxx": maxx,
+        "maxy": maxy,
+        "note": obj.note,
+        "geometry": shapely.to_wkb(obj.geometry, output_dimension=2),
+    }
+
+
+def _write_part(path: Path, rows: list[dict[str, Any]]) -> None:
+    from terrascribe.shards import atomic_write_bytes
+
+    table = pa.Table.from_pylist(rows, schema=FEATURE_SCHEMA)
+    table = table.replace_schema_metadata({b"geo": json.dumps(_FEATURE_GEO).encode()})
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf, compression="zstd")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, buf.getvalue().to_pybytes())
+
+
+@dataclass
+class ExtractResult:
+    """What :func:`extract_osm` wrote."""
+
+    out_dir: Path
+    objects: int
+    parts: int
+    stats: dict[str, Any]
+    tag_counts: dict[str, int]
+
+
+def extract_osm(
+    source: str | Path,
+    out_dir: str | Path,
+    *,
+    keep: TagPredicate | None = None,
+    keys: Iterable[str] | None = None,
+    cell_deg: float = 1.0,
+    rows_in_memory: int = 200_000,
+    index: str = "auto",
+    progress: bool = True,
+) -> ExtractResult:
+    """Extract OSM objects into spatially partitioned GeoParquet, in bounded memory.
+
+    Objects go to ``out_dir/cell=<cell>/part-NNNNNN.parquet`` by the cell of their bounding-box
+    centre; at most ``rows_in_memory`` rows are buffered before the largest cell is flushed. A
+    ``_extract.json`` marks a finished extract: running again with the same source is a no-op.
+
+    Args:
+        source: OSM file (pbf/xml/bz2) or GeoJSON of OSM features.
+        out_dir: Output folder.
+        keep: Tag predicate (see :func:`visible_tag_filter`); ``None`` keeps every tagged object.
+        keys: Optional fast key pre-filter (see :func:`read_osm`).
+        cell_deg: Partition cell size in degrees.
+        rows_in_memory: Buffered rows before flushing (bounds memory).
+        index: Node-location index (see :func:`read_osm`).
+        progress: Show a spinner with the running count.
+
+    Returns:
+        Counts and paths.
+    """
+    from terrascribe.shards import atomic_write_text, dumps, hash_path
+
+    source, out = Path(source), Path(out_dir)
+    provenance = hash_path(source)
+    done = out / DONE_FILE
+    if done.exists():
+        info = json.loads(done.read_text())
+        if info.get("source") == provenance and info.get("cell_deg") == cell_deg:
+            return ExtractResult(
+                out, info["objects"], info["parts"], info["stats"], info["tag_counts"]
+            )
+        raise OsmError(f"{out}: holds an extract of another source; choose another folder")
+    for stale in out.glob("cell=*/part-*.parquet"):  # unfinished earlier run: start over
+        stale.unlink()
+    stats = ReadStats()
+    buffers: dict[str, list[dict[str, Any]]] = {}
+    part_counts: Counter[str] = Counter()
+    tag_counts: Counter[str] = Counter()
+    buffered = objects = parts = 0
+
+    def flush(cell: str) -> None:
+        nonlocal buffered, parts
+        rows = buffers.pop(cell)
+        _write_part(out / f"cell={cell}" / f"part-{part_counts[cell]:06d}.parquet", rows)
+        part_counts[cell] += 1
+        parts += 1
+        buffered -= len(rows)
+
+    from terrascribe.progress import track
+
+    for obj in track(
+        read_features(source, keep=keep, keys=keys, index=index, stats=stats),
+        "extract OSM",
+        enabled=progress,
+    ):
+        minx, miny, maxx, maxy = obj.geometry.bounds
+        cell = cell_name((minx + maxx) / 2, (miny + maxy) / 2, cell_deg)
+        buffers.setdefault(cell, []).append(_row(obj))
+        for k in obj.tags:
+            tag_counts[k] += 1
+        buffered += 1
+        objects += 1
+        if buffered >= rows_in_memory:
+            flush(max(buffers, key=lambda c: len(buffers[c])))
+    for cell in sorted(buffers):
+        flush(cell)
+    info = {
+        "source": provenance,
+        "cell_deg": cell_deg,
+        "objects": objects,
+        "parts": parts,
+        "stats": stats.to_dict(),
+        "tag_counts": dict(sorted(tag_counts.items())),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(done, dumps(info))
+    return ExtractResult(out, objects, parts, info["stats"], info["tag_counts"])
+
+
+def read_parquet_features(
+    path: str | Path,
+    *,
+    bbox: tuple[float, float, float, float] | None = None,
+    keep: TagPredicate | None = None,
+) -> Iterator[OsmObject]:
+    """Read objects written by :func:`extract_osm`, optionally only those intersecting ``bbox``.
+
+    The bbox test runs on the ``minx/miny/maxx/maxy`` columns (pushed down into Parquet).
+    """
+    import pyarrow.dataset as ds
+
+    path = Path(path)
+    files = sorted(path.rglob("part-*.parquet")) if path.is_dir() else [path]
+    if not files:
+        raise OsmError(f"{path}: no extracted OSM parts (part-*.parquet) found")
+    dataset = ds.dataset([str(f) for f in files], format="parquet")
+    expr = None
+    if bbox is not None:
+        west, south, east, north = bbox
+        f = ds.field
+        expr = (
+            (f("maxx") >= west) & (f("minx") <= east) & (f("maxy") >= south) & (f("miny") <= north)
+        )
+    for batch in dataset.to_batches(filter=expr):
+        for row in batch.to_pylist():
+            tags = dict(row["tags"] or [])
+            if keep is not None and not keep(tags):
+                continue
+            yield OsmObject(
+                osm_type=row["osm_type"],
+                osm_id=row["osm_id"],
+                version=row["version"],
+                timestamp=row["timestamp"],
+                tags=tags,
+                geometry=shapely.from_wkb(row["geometry"]),
+                area_m2=row["area_m2"],
+                length_m=row["length_m"],
+                width_m=row["width_m"],
+                height_m=row["height_m"],
+                note=row["note"],
+            )
+
+
+def read_features(
+    path: str | Path,
+    *,
+    keep: TagPredicate | None = None,
+    keys: Iterable[str] | None = None,
+    index: str = "auto",
+    stats: ReadStats | None = None,
+) -> Iterator[OsmObject]:
+    """Read OSM objects from any supported input, chosen by the path.
+
+    ``.osm.pbf``/``.osm``/``.osm.bz2``/``.osm.gz`` go through pyosmium, ``.geojson``/``.json``
+    through :func:`read_osm_geojson`, a ``.parquet`` file or an extract folder through
+    :func:`read_parquet_features`.
+
+    Raises:
+        OsmError: If the path is missing or of an unknown kind.
+    """
+    path = Path(path)
+    name = path.name.lower()
+    if path.is_dir():
+        return read_parquet_features(path, keep=keep)
+    if not path.exists():
+        raise OsmError(f"{path}: no such file or folder")
+    if name.endswith((".geojson", ".json")):
+        return read_osm_geojson(path, keep=keep, stats=stats)
+    if name.endswith(".parquet"):
+        return read_parquet_features(path, keep=keep)
+    if name.endswith(OSM_SUFFIXES):
+        return read_osm(path, keep=keep, keys=keys, index=index, stats=stats)
+    raise OsmError(
+        f"{path}: unknown OSM input; expected one of {', '.join(OSM_SUFFIXES)}, .geojson, "
+        ".parquet or an extract folder"
+    )
