@@ -1,0 +1,669 @@
+"""The SkyScript method: join OpenStreetMap objects with overhead imagery into captioned tiles.
+
+Three stages, each restartable:
+
+1. **Extract** (:func:`terrascribe.sources.osm.extract_osm`): OSM objects with at least one
+   potentially visible tag -> partitioned GeoParquet in ``OUT/.osm-features`` (skipped when the
+   input already is such an extract).
+2. **Plan** (:func:`plan_osm_jobs`, in the calling process): for every object, the imagery sources
+   whose footprint covers it and whose GSD is fine enough for its tags (``TagTable.max_gsd``); the
+   finest (then the most recent) wins. Objects mapped after the image was captured are dropped or
+   flagged; per-tag quotas are applied in a seeded order. Chosen objects are grouped by imagery
+   source into jobs of at most ``objects_per_shard``; every rejected object becomes a
+   :class:`~terrascribe.records.Skip` with its reason, written in the last shard's stats.
+3. **Tiles** (:func:`make_osm_items`, in workers): per object a tile centred on the point, on a
+   random node of the line, or fitted to the polygon's bounding box within ``tile_px_range``, with
+   a bounded random off-centre shift; tiles that are mostly nodata or blank are skipped. Every
+   OSM object in the tile is stored in pixel space (box, clipped outline, tags) and three
+   captions are written from tags: ``title``, ``title_multi_objects`` (SkyScript's two styles)
+   and ``grounded`` (counts and simple relations).
+
+Randomness for an object comes from ``(seed, object type, object id)``, so the output does not
+depend on the number of workers or the order jobs run in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import shapely
+from shapely.geometry import box
+from shapely.geometry.base import BaseGeometry
+
+from terrascribe.geo import WGS84, pixel_transform, transform_geometry
+from terrascribe.records import Bounds, ImageObject, Sample, Skip, make_key, normalise_captions
+from terrascribe.sources.imagery import ImagerySource, open_imagery, tile_bounds
+from terrascribe.sources.osm import (
+    DONE_FILE,
+    OsmObject,
+    extract_osm,
+    read_parquet_features,
+    visible_tag_filter,
+)
+
+if TYPE_CHECKING:
+    from terrascribe.text.osm_tags import TagTable
+
+BUILDER = "osm"
+CAPTION_STYLES = ("title", "title_multi_objects", "grounded")
+HISTORY_POLICIES = ("flag", "drop")
+OSM_LICENCE = "ODbL-1.0 (OpenStreetMap contributors)"
+_TYPE_CODE = {"node": 1, "way": 2, "relation": 3}
+
+
+class OsmBuildError(ValueError):
+    """The OSM and imagery inputs cannot make a dataset (no overlap, bad options...)."""
+
+
+@dataclass(frozen=True)
+class TileOptions:
+    """How tiles are cut and checked (recorded in ``dataset.json``; part of the resume check).
+
+    Attributes:
+        tile_px_range: Smallest and largest tile side in native pixels; points and lines get the
+            smallest, polygons their bounding box plus ``margin`` clipped to this range.
+        margin: Extra space around a polygon, as a fraction of its bounding-box side.
+        out_size_px: Resample every tile to this side (``None``: keep the tile's pixel size).
+        gsd_m: Read at this GSD instead of the native one (never finer than native).
+        max_offcentre: Largest random shift of the tile centre, as a fraction of the tile side;
+            polygons that fit are never shifted out of the tile.
+        min_valid_fraction: Skip tiles with less data than this (nodata collars, missing tiles).
+        min_std: Skip tiles whose pixel standard deviation is below this (blank, clouds, fill).
+        too_large: What to do with polygons larger than the largest tile: ``"skip"`` or ``"fit"``
+            (read them coarser so they fit).
+        context_min_fraction: Keep another object as tile content only if at least this fraction
+            of its area/length (or its point) lies in the tile.
+    """
+
+    tile_px_range: tuple[int, int] = (224, 512)
+    margin: float = 0.2
+    out_size_px: int | None = None
+    gsd_m: float | None = None
+    max_offcentre: float = 0.25
+    min_valid_fraction: float = 0.9
+    min_std: float = 2.0
+    too_large: str = "skip"
+    context_min_fraction: float = 0.05
+
+    def __post_init__(self) -> None:
+        lo, hi = self.tile_px_range
+        if not (8 <= lo <= hi):
+            raise OsmBuildError(f"tile_px_range must satisfy 8 <= min <= max, got {lo, hi}")
+        if not 0 <= self.max_offcentre <= 0.5:
+            raise OsmBuildError(f"max_offcentre must be in [0, 0.5], got {self.max_offcentre}")
+        if not 0 <= self.min_valid_fraction <= 1:
+            raise OsmBuildError(
+                f"min_valid_fraction must be in [0, 1], got {self.min_valid_fraction}"
+            )
+        if self.too_large not in ("skip", "fit"):
+            raise OsmBuildError(f"too_large must be 'skip' or 'fit', got {self.too_large!r}")
+
+
+@dataclass
+class OsmJob:
+    """One shard's worth of work: objects to tile from one imagery source, or planning skips."""
+
+    features: str
+    source: ImagerySource | None
+    refs: list[str]
+    tiles: TileOptions
+    seed: int
+    table_path: str | None
+    history_flags: dict[str, str] = field(default_factory=dict)
+    skips: list[Skip] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------
+# Planning
+
+
+def _load_table(path: str | None) -> TagTable:
+    from terrascribe.text.osm_tags import TagTable
+
+    return TagTable.load(path)
+
+
+def _order_key(seed: int, obj: OsmObject) -> str:
+    return hashlib.sha256(f"{seed}:{obj.ref}".encode()).hexdigest()
+
+
+def _main_tag(table: TagTable, tags: Mapping[str, str], gsd_m: float) -> str | None:
+    rules = table.visible_rules(tags, gsd_m)
+    if not rules:
+        return None
+    rule = rules[0]
+    value = rule.value if rule.value not in (None, "", "*") else tags.get(rule.key, "")
+    return f"{rule.key}={value}"
+
+
+def _history(obj: OsmObject, capture_date: str | None) -> str | None:
+    """``mapped_after_capture`` (created after the image), ``edited_after_capture``, or None."""
+    if capture_date is None or obj.timestamp is None:
+        return None
+    if obj.timestamp[:10] <= capture_date[:10]:
+        return None
+    return "mapped_after_capture" if obj.version <= 1 else "edited_after_capture"
+
+
+@dataclass
+class Plan:
+    """Jobs plus what planning decided (for the report)."""
+
+    jobs: list[OsmJob]
+    chosen: int
+    skips: list[Skip]
+    per_source: dict[str, int]
+
+
+def plan_osm_jobs(
+    features: str | Path,
+    sources: Sequence[ImagerySource],
+    *,
+    tiles: TileOptions,
+    seed: int,
+    table_path: str | None = None,
+    per_tag_quota: int | None = None,
+    history_policy: str = "flag",
+    objects_per_shard: int = 1000,
+) -> Plan:
+    """Choose the imagery for every extracted object and group the choices into jobs.
+
+    Raises:
+        OsmBuildError: If no object lies inside any imagery footprint.
+    """
+    if history_policy not in HISTORY_POLICIES:
+        raise OsmBuildError(f"history_policy must be one of {HISTORY_POLICIES}")
+    table = _load_table(table_path)
+    best: dict[str, tuple[tuple[Any, ...], ImagerySource, OsmObject]] = {}
+    reasons: dict[str, tuple[str, str]] = {}
+    flags: dict[str, str] = {}
+    seen_any = False
+    for source in sorted(sources, key=lambda s: s.name):
+        footprint = source.footprint
+        prepared = shapely.prepared.prep(footprint)
+        gsd = max(source.gsd_m, tiles.gsd_m or 0.0)
+        for obj in read_parquet_features(features, bbox=footprint.bounds):
+            seen_any = True
+            if not prepared.intersects(obj.geometry.representative_point()):
+                reasons.setdefault(obj.ref, ("outside imagery", f"not inside {source.name}"))
+                continue
+            max_gsd = table.max_gsd(obj.tags)
+            if max_gsd is None or not table.visible_rules(obj.tags, gsd):
+                reasons.setdefault(
+                    obj.ref,
+                    (
+                        "imagery too coarse",
+                        f"{source.name} at {gsd:.2f} m; tags need <= {max_gsd} m",
+                    ),
+                )
+                continue
+            history = _history(obj, source.capture_date)
+            if history == "mapped_after_capture" and history_policy == "drop":
+                reasons[obj.ref] = (
+                    "mapped after capture",
+                    f"created {obj.timestamp}, {source.name} captured {source.capture_date}",
+                )
+                continue
+            rank = (gsd, _neg_date(source.capture_date), source.name)
+            if obj.ref not in best or rank < best[obj.ref][0]:
+                best[obj.ref] = (rank, source, obj)
+                if history:
+                    flags[obj.ref] = history
+                else:
+                    flags.pop(obj.ref, None)
+    if not seen_any:
+        extents = ", ".join(
+            f"{s.name} {tuple(round(v, 5) for v in s.footprint.bounds)}" for s in sources
+        )
+        raise OsmBuildError(
+            f"no OSM object in {features} lies within the imagery footprints ({extents}): "
+            "the imagery does not overlap the OSM data"
+        )
+    for ref in best:
+        reasons.pop(ref, None)
+    # Quotas: a seeded order so that which objects of a frequent tag are kept is random but fixed.
+    chosen = sorted(best.values(), key=lambda item: _order_key(seed, item[2]))
+    per_tag: Counter[str] = Counter()
+    groups: dict[str, list[str]] = {}
+    by_name = {s.name: s for s in sources}
+    for rank, source, obj in chosen:
+        tag = _main_tag(table, obj.tags, rank[0]) or "unknown"
+        if per_tag_quota is not None and per_tag[tag] >= per_tag_quota:
+            reasons[obj.ref] = ("tag quota reached", f"{tag}: quota {per_tag_quota}")
+            continue
+        per_tag[tag] += 1
+        groups.setdefault(source.name, []).append(obj.ref)
+    jobs: list[OsmJob] = []
+    for name in sorted(groups):
+        refs = sorted(groups[name], key=_ref_sort)
+        for i in range(0, len(refs), objects_per_shard):
+            chunk = refs[i : i + objects_per_shard]
+            jobs.append(
+                OsmJob(
+                    features=str(features),
+                    source=by_name[name],
+                    refs=chunk,
+                    tiles=tiles,
+                    seed=seed,
+                    table_path=table_path,
+                    history_flags={r: flags[r] for r in chunk if r in flags},
+                )
+            )
+    skips = [Skip(ref, reason, detail) for ref, (reason, detail) in sorted(reasons.items())]
+    jobs.append(OsmJob(str(features), None, [], tiles, seed, table_path, skips=skips))
+    return Plan(
+        jobs, sum(len(v) for v in groups.values()), skips, {k: len(v) for k, v in groups.items()}
+    )
+
+
+def _neg_date(date: str | None) -> str:
+    # Later dates sort first: invert the digits of YYYY-MM-DD.
+    if not date:
+        return "~"
+    return "".join(chr(ord("9") - ord(c) + ord("0")) if c.isdigit() else c for c in date)
+
+
+def _ref_sort(ref: str) -> tuple[str, int]:
+    return (ref[0], int(ref[1:]))
+
+
+# --------------------------------------------------------------------------------------------
+# Tiles
+
+
+def make_osm_items(job: OsmJob) -> Iterator[Sample | Skip]:
+    """Turn one job into samples (and skips). Module-level, so workers and Ray can pickle it."""
+    yield from job.skips
+    if job.source is None or not job.refs:
+        return
+    table = _load_table(job.table_path)
+    source = job.source
+    footprint = source.footprint
+    # Context objects: everything extracted around the footprint (a tile may reach outside it).
+    pad = 0.01
+    west, south, east, north = footprint.bounds
+    objects = list(
+        read_parquet_features(job.features, bbox=(west - pad, south - pad, east + pad, north + pad))
+    )
+    by_ref = {o.ref: o for o in objects}
+    tree = shapely.STRtree([o.geometry for o in objects])
+    for ref in job.refs:
+        obj = by_ref.get(ref)
+        if obj is None:
+            yield Skip(ref, "object missing from extract", job.features)
+            continue
+        try:
+            yield _make_sample(obj, objects, tree, source, table, job)
+        except _SkipTile as skip:
+            yield Skip(ref, skip.reason, skip.detail)
+        except Exception as err:  # one bad object (read error, odd geometry) must not stop a shard
+            yield Skip(ref, "tile failed", f"{type(err).__name__}: {err}")
+
+
+class _SkipTile(Exception):
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail
+
+
+def _tile_geometry(
+    obj: OsmObject, gsd: float, opts: TileOptions, rng: np.random.Generator
+) -> tuple[float, float, int, float, tuple[float, float]]:
+    """Centre ``(lon, lat)``, tile side (px), GSD and offset (px) for an object."""
+    lo, hi = opts.tile_px_range
+    geom = obj.geometry
+    extent_px = 0.0
+    if obj.kind == "point":
+        lon, lat = geom.x, geom.y
+    elif obj.kind == "line":
+        coords = shapely.get_coordinates(geom)
+        lon, lat = coords[int(rng.integers(len(coords)))]
+    else:
+        minx, miny, maxx, maxy = geom.bounds
+        lon, lat = (minx + maxx) / 2, (miny + maxy) / 2
+        extent_px = max(obj.width_m, obj.height_m) / gsd * (1 + opts.margin)
+    side = int(min(max(math.ceil(extent_px), lo), hi))
+    if extent_px > hi:
+        if opts.too_large == "skip":
+            raise _SkipTile(
+                "object larger than tile",
+                f"{max(obj.width_m, obj.height_m):.0f} m needs {extent_px:.0f} px > {hi} px",
+            )
+        gsd = gsd * extent_px / hi
+    reach = opts.max_offcentre * side
+    if extent_px:  # keep a polygon that fits fully inside the tile
+        reach = min(reach, max((side - extent_px) / 2, 0.0))
+    offset = (
+        (float(rng.uniform(-reach, reach)), float(rng.uniform(-reach, reach)))
+        if reach
+        else (0.0, 0.0)
+    )
+    return float(lon), float(lat), side, gsd, offset
+
+
+def _make_sample(
+    obj: OsmObject,
+    objects: list[OsmObject],
+    tree: shapely.STRtree,
+    source: ImagerySource,
+    table: TagTable,
+    job: OsmJob,
+) -> Sample:
+    from terrascribe.text import osm_captions
+
+    opts = job.tiles
+    rng = np.random.default_rng([job.seed, _TYPE_CODE[obj.osm_type], obj.osm_id])
+    gsd = max(source.gsd_m, opts.gsd_m or 0.0)
+    lon, lat, side, gsd, offset = _tile_geometry(obj, gsd, opts, rng)
+    bounds, crs = tile_bounds(source, lon, lat, (side, side), gsd, offset)
+    out_px = opts.out_size_px or side
+    tile = source.read(bounds, (out_px, out_px), crs)
+    out_gsd = gsd * side / out_px
+    if tile.valid_fraction < opts.min_valid_fraction:
+        raise _SkipTile("tile mostly nodata", f"{tile.valid_fraction:.2f} of pixels have data")
+    std = float(tile.rgb[tile.valid].std()) if tile.valid.any() else 0.0
+    if std < opts.min_std:
+        raise _SkipTile("blank tile", f"pixel std {std:.2f} < {opts.min_std}")
+
+    tile_box = box(*bounds)
+    tile_lonlat = transform_geometry(
+        tile_box.segmentize(max(tile_box.length / 40, 1e-9)), crs, WGS84
+    )
+    to_px = pixel_transform(bounds, (out_px, out_px))
+    image_box = box(0, 0, out_px, out_px)
+    in_tile: list[tuple[OsmObject, ImageObject]] = []
+    for i in sorted(tree.query(tile_lonlat, predicate="intersects")):
+        other = objects[int(i)]
+        made = _image_object(other, tile_lonlat, crs, to_px, image_box, table, out_gsd, opts)
+        if made is not None:
+            in_tile.append((other, made))
+    in_tile.sort(key=lambda pair: (pair[0].ref != obj.ref, _ref_sort(pair[0].ref)))
+    if not in_tile or in_tile[0][0].ref != obj.ref:
+        raise _SkipTile("object not in tile", "the focus object does not reach the tile")
+    focus_io = in_tile[0][1]
+    others = [(o, io) for o, io in in_tile[1:] if table.visible_rules(o.tags, out_gsd)]
+
+    focus_t = osm_captions.TileObject(obj.tags, focus_io.bbox_xyxy, obj.area_m2, obj.length_m)
+    other_t = [
+        osm_captions.TileObject(o.tags, io.bbox_xyxy, o.area_m2, o.length_m) for o, io in others
+    ]
+    styles = {
+        "title": osm_captions.caption_title(obj.tags, table, rng),
+        "title_multi_objects": osm_captions.caption_multi(
+            obj.tags, [o.tags for o, _ in others], table, rng
+        ),
+        "grounded": osm_captions.caption_grounded(focus_t, other_t, table, rng),
+    }
+    captions = normalise_captions([styles[s] for s in CAPTION_STYLES if styles.get(s)])
+    if not captions:
+        raise _SkipTile("no caption", "no visible tag could be put into words")
+    west, south, east, north = tile_lonlat.bounds
+    history = job.history_flags.get(obj.ref)
+    extra: dict[str, Any] = {
+        "caption_styles": {k: v for k, v in styles.items() if v},
+        "main_tag": _main_tag(table, obj.tags, out_gsd),
+        "imagery": source.name,
+        "osm": {
+            "ref": obj.ref,
+            "version": obj.version,
+            "timestamp": obj.timestamp,
+            "tags": dict(sorted(obj.tags.items())),
+            "kind": obj.kind,
+            "area_m2": round(obj.area_m2, 2),
+            "length_m": round(obj.length_m, 2),
+        },
+        "tile": {"side_px": side, "offset_px": [round(v, 2) for v in offset]},
+    }
+    if history:
+        extra["history"] = history
+    if obj.note:
+        extra["geometry_note"] = obj.note
+    licence = f"imagery: {source.licence or 'unknown'}; labels: {OSM_LICENCE}"
+    return Sample(
+        key=make_key("osm", obj.ref, source.name),
+        image=tile.rgb,
+        captions=captions,
+        source="osm",
+        source_ids=[obj.ref],
+        bounds=Bounds(west, south, east, north, crs=crs.to_string(), native=tuple(bounds)),
+        gsd_m=round(out_gsd, 6),
+        capture_date=source.capture_date,
+        sensor=source.sensor,
+        objects=[io for _, io in in_tile],
+        licence=licence,
+        extra=extra,
+    )
+
+
+def _image_object(
+    obj: OsmObject,
+    tile_lonlat: BaseGeometry,
+    crs: Any,
+    to_px: Any,
+    image_box: BaseGeometry,
+    table: TagTable,
+    gsd: float,
+    opts: TileOptions,
+) -> ImageObject | None:
+    geom = obj.geometry
+    if obj.kind == "polygon" and geom.area > 0:
+        share = geom.intersection(tile_lonlat).area / geom.area
+        whole_tile = tile_lonlat.area > 0 and geom.contains(tile_lonlat)
+        if share < opts.context_min_fraction and not whole_tile:
+            return None
+    px = shapely.transform(transform_geometry(geom, WGS84, crs), to_px)
+    clipped = px.intersection(image_box) if obj.kind != "point" else px
+    if clipped.is_empty:
+        return None
+    minx, miny, maxx, maxy = clipped.bounds
+    polygon = None
+    if obj.kind == "polygon":
+        parts = [g for g in getattr(clipped, "geoms", [clipped]) if g.geom_type == "Polygon"]
+        if parts:
+            main = max(parts, key=lambda g: g.area)
+            ring = [(round(x, 2), round(y, 2)) for x, y in main.exterior.coords[:-1]]
+            polygon = tuple(ring) if len(ring) >= 3 else None
+    rules = table.visible_rules(obj.tags, gsd)
+    label = rules[0].phrase if rules else next(iter(sorted(obj.tags.items())), ("object", ""))[0]
+    return ImageObject(
+        label=label or "object",
+        bbox_xyxy=(round(minx, 2), round(miny, 2), round(maxx, 2), round(maxy, 2)),
+        tags=obj.tags,
+        polygon=polygon,
+        source_id=obj.ref,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+
+
+def osm_report(out: Path) -> dict[str, Any]:
+    """Samples per main tag, imagery source and GSD, skip reasons, and a PNG map of samples."""
+    import pyarrow.parquet as pq
+
+    from terrascribe.shards import MANIFEST, PARTS_DIR
+
+    parts = sorted((out / PARTS_DIR).glob("shard-*.parquet"))
+    tags: Counter[str] = Counter()
+    sources: Counter[str] = Counter()
+    gsds: Counter[str] = Counter()
+    lons: list[float] = []
+    lats: list[float] = []
+    history: Counter[str] = Counter()
+    for part in parts:
+        table = pq.read_table(part, columns=["extra", "gsd_m", "west", "south", "east", "north"])
+        for row in table.to_pylist():
+            extra = json.loads(row["extra"])
+            tags[extra.get("main_tag") or "unknown"] += 1
+            sources[extra.get("imagery") or "unknown"] += 1
+            gsds[f"{row['gsd_m']:.2f}"] += 1
+            if extra.get("history"):
+                history[extra["history"]] += 1
+            lons.append((row["west"] + row["east"]) / 2)
+            lats.append((row["south"] + row["north"]) / 2)
+    reasons: Counter[str] = Counter()
+    for stats in out.glob("shard-*.stats.json"):
+        reasons.update(json.loads(stats.read_text())["skip_reasons"])
+    map_name = "samples_map.png"
+    _plot_map(out / map_name, lons, lats)
+    del MANIFEST
+    return {
+        "samples": len(lons),
+        "samples_per_tag": dict(tags.most_common()),
+        "samples_per_source": dict(sorted(sources.items())),
+        "samples_per_gsd_m": dict(sorted(gsds.items())),
+        "history_flags": dict(sorted(history.items())),
+        "skip_reasons": dict(sorted(reasons.items())),
+        "map": map_name,
+    }
+
+
+def _plot_map(path: Path, lons: Sequence[float], lats: Sequence[float]) -> None:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from terrascribe.shards import atomic_write_bytes
+
+    fig, ax = plt.subplots(figsize=(6, 5), dpi=100)
+    ax.scatter(lons, lats, s=6, c="tab:red", alpha=0.7, linewidths=0)
+    ax.set_xlabel("longitude")
+    ax.set_ylabel("latitude")
+    ax.set_title(f"{len(lons)} samples")
+    ax.set_aspect(1 / max(math.cos(math.radians(float(np.mean(lats)) if lats else 0.0)), 1e-6))
+    ax.grid(alpha=0.3)
+    buf = io.BytesIO()
+    # No timestamps in the PNG, so re-runs give the same bytes.
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+# --------------------------------------------------------------------------------------------
+# Entry point
+
+
+def build_osm_dataset(
+    osm: str | Path,
+    imagery: str | Path | Sequence[ImagerySource],
+    out: str | Path,
+    *,
+    tiles: TileOptions | None = None,
+    per_tag_quota: int | None = None,
+    history_policy: str = "flag",
+    seed: int = 0,
+    workers: int = 1,
+    executor: str = "local",
+    table: str | Path | None = None,
+    objects_per_shard: int = 1000,
+    capture_date: str | None = None,
+    sensor: str | None = None,
+    licence: str | None = None,
+    index: str = "auto",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Build an image-caption dataset from OSM objects and overhead imagery (SkyScript's method).
+
+    Args:
+        osm: ``.osm.pbf``/``.osm``/``.osm.bz2``, a GeoJSON of OSM features, or a folder made by
+            :func:`~terrascribe.sources.osm.extract_osm`.
+        imagery: A raster file, a folder (rasters or XYZ tiles), a STAC catalogue or URL, or
+            already opened :class:`~terrascribe.sources.imagery.ImagerySource` s.
+        out: Dataset folder (re-running the same command resumes).
+        tiles: Tile cutting options (:class:`TileOptions`).
+        per_tag_quota: At most this many samples per main tag (``building=yes``...).
+        history_policy: ``"flag"`` keeps objects created after the image was captured and marks
+            them in ``extra["history"]``; ``"drop"`` skips them.
+        seed: Seed for tile placement, quotas and caption wording.
+        workers: Parallel workers.
+        executor: ``"local"`` or ``"ray"``.
+        table: Tag table file (default: the packaged one).
+        objects_per_shard: Objects planned per shard (one imagery source per shard).
+        capture_date, sensor, licence: Imagery metadata the files do not carry.
+        index: pyosmium node-location index (see :func:`~terrascribe.sources.osm.read_osm`).
+        progress: Show progress bars.
+
+    Returns:
+        The content of ``dataset.json``.
+
+    Raises:
+        OsmBuildError: If the imagery does not overlap the OSM data, or options are invalid.
+    """
+    from terrascribe.shards import write_dataset
+
+    tiles = tiles or TileOptions()
+    out = Path(out)
+    osm = Path(osm)
+    table_path = str(table) if table is not None else None
+    sources = (
+        list(imagery)
+        if isinstance(imagery, Sequence) and not isinstance(imagery, str)
+        else open_imagery(imagery, capture_date=capture_date, sensor=sensor, licence=licence)
+    )
+    if not sources:
+        raise OsmBuildError(f"{imagery}: no imagery found")
+    if osm.is_dir() and (osm / DONE_FILE).exists():
+        features = osm
+    else:
+        features = out / ".osm-features"
+        extract_osm(
+            osm,
+            features,
+            keep=visible_tag_filter(_load_table(table_path)),
+            index=index,
+            progress=progress,
+        )
+    plan = plan_osm_jobs(
+        features,
+        sources,
+        tiles=tiles,
+        seed=seed,
+        table_path=table_path,
+        per_tag_quota=per_tag_quota,
+        history_policy=history_policy,
+        objects_per_shard=objects_per_shard,
+    )
+    params = {
+        "tiles": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(tiles).items()},
+        "per_tag_quota": per_tag_quota,
+        "history_policy": history_policy,
+        "objects_per_shard": objects_per_shard,
+        "table": _table_fingerprint(table_path),
+        "imagery": [s.describe() for s in sorted(sources, key=lambda s: s.name)],
+    }
+    return write_dataset(
+        out,
+        plan.jobs,
+        make_osm_items,
+        builder=BUILDER,
+        params=params,
+        seed=seed,
+        inputs=[osm] if osm.is_file() else [{"path": str(osm), "kind": "osm extract"}],
+        workers=workers,
+        executor=executor,
+        report=osm_report,
+        progress=progress,
+    )
+
+
+def _table_fingerprint(path: str | None) -> dict[str, Any]:
+    table = _load_table(path)
+    version = getattr(table, "version", None)
+    source = getattr(table, "path", None) or path
+    digest = None
+    if source is not None and Path(str(source)).is_file():
+        digest = hashlib.sha256(Path(str(source)).read_bytes()).hexdigest()
+    return {"path": str(path) if path else "packaged", "version": version, "sha256": digest}
