@@ -1,0 +1,1 @@
+"""Turning facts into words: OSM tags, boxes and LLM captions."""
