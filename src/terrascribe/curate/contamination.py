@@ -1,4 +1,4 @@
-"""Benchmark contamination: which training samples are (near-)copies of benchmark images or captions.
+"""Benchmark contamination: training samples that (nearly) copy benchmark images or captions.
 
 RemoteCLIP de-duplicated its training data against three caption sets only, leaving open whether
 its other benchmarks leaked into training. Here a dataset is checked against any number of

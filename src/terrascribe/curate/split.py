@@ -1,4 +1,4 @@
-"""Train/val/test splits that do not leak: random, by geographic cell, or stratified in space × time.
+"""Splits that do not leak: random, by geographic cell, or stratified in space × time.
 
 Every method assigns *units* (groups of samples that must land in the same split) to splits, in
 a seeded random order, each to the split furthest below its target share, so the shares hold to
@@ -176,10 +176,8 @@ def assign_splits(
         if groups is not None
         else np.full(len(df), None)
     )
-    if method == "geo":
-        units = _union_units(keys, cells, group)
-    else:
-        units = _union_units(keys, group)
+    # Units: what must stay together (a cell for geo; always a duplicate cluster).
+    units = _union_units(keys, cells, group) if method == "geo" else _union_units(keys, group)
     cell_or_key = np.where(pd.isna(cells), "none", cells).astype(object)
     stratum = (
         np.char.add(np.char.add(cell_or_key.astype(str), "|"), years)
