@@ -1,9 +1,10 @@
 """Merge several datasets into one, in requested proportions, keeping where every sample came from.
 
-Each input has a name, a folder and a weight. The output holds ``round(weight share × total)``
-samples of each input (``total`` defaults to the sum of the inputs' sizes): an input with more
-samples than its share is subsampled without replacement; one with fewer is repeated (every
-sample ``share // n`` times, plus a seeded choice of the remainder). Choices come from a
+Each input has a name, a folder and a weight (without weights, inputs are concatenated). The
+output holds ``round(weight share × total)`` samples of each input (``total`` defaults to the
+sum of the inputs' sizes): an input with more samples than its share is subsampled without
+replacement; one with fewer is repeated (every sample ``share // n`` times, plus a seeded choice
+of the remainder). Choices come from a
 generator seeded by ``(seed, input position)`` over the input's sorted keys, so the same inputs
 and seed give the same dataset.
 
@@ -35,11 +36,12 @@ from terrascribe.shards import Dataset, iter_shard, write_dataset
 
 @dataclass(frozen=True)
 class MergeInput:
-    """One input of a merge: ``name`` (key prefix), dataset ``path`` and sampling ``weight``."""
+    """One input of a merge: ``name`` (key prefix), dataset ``path`` and sampling ``weight``
+    (None: its own size, so inputs without weights are simply concatenated)."""
 
     name: str
     path: Path
-    weight: float = 1.0
+    weight: float | None = None
 
 
 def parse_input(spec: str) -> MergeInput:
@@ -52,7 +54,7 @@ def parse_input(spec: str) -> MergeInput:
     if not sep:
         rest, name = spec, ""
     path_text, colon, weight_text = rest.rpartition(":")
-    weight = 1.0
+    weight = None
     if colon:
         try:
             weight = float(weight_text)
@@ -99,7 +101,13 @@ def plan_merge(
     total = sum(sizes) if total is None else int(total)
     if total < 0:
         raise ValueError(f"total must be >= 0, got {total}")
-    targets = _apportion(total, [i.weight for i in inputs])
+    given = [i.weight is not None for i in inputs]
+    if any(given) and not all(given):
+        raise ValueError("give a weight to every input or to none (none: concatenate)")
+    weights = [i.weight for i in inputs] if all(given) else sizes
+    if sum(weights) <= 0:
+        return pd.DataFrame({"name": [], "key": [], "copies": []})
+    targets = _apportion(total, weights)
     frames = []
     for pos, (inp, ds, n, target) in enumerate(zip(inputs, datasets, sizes, targets, strict=True)):
         keys = np.sort(ds.manifest(columns=["key"])["key"].to_numpy(dtype=str))
