@@ -46,6 +46,7 @@ from terrascribe.sources.osm import (
     OsmObject,
     extract_osm,
     read_parquet_features,
+    visible_feature_keys,
     visible_tag_filter,
 )
 
@@ -140,7 +141,7 @@ def _main_tag(table: TagTable, tags: Mapping[str, str], gsd_m: float) -> str | N
     if not rules:
         return None
     rule = rules[0]
-    value = rule.value if rule.value not in (None, "", "*") else tags.get(rule.key, "")
+    value = rule.value if rule.value not in ("", "*") else tags.get(rule.key, "")
     return f"{rule.key}={value}"
 
 
@@ -619,10 +620,12 @@ def build_osm_dataset(
         features = osm
     else:
         features = out / ".osm-features"
+        table_obj = _load_table(table_path)
         extract_osm(
             osm,
             features,
-            keep=visible_tag_filter(_load_table(table_path)),
+            keep=visible_tag_filter(table_obj),
+            keys=visible_feature_keys(table_obj),
             index=index,
             progress=progress,
         )
@@ -661,9 +664,8 @@ def build_osm_dataset(
 
 def _table_fingerprint(path: str | None) -> dict[str, Any]:
     table = _load_table(path)
-    version = getattr(table, "version", None)
-    source = getattr(table, "path", None) or path
-    digest = None
-    if source is not None and Path(str(source)).is_file():
-        digest = hashlib.sha256(Path(str(source)).read_bytes()).hexdigest()
-    return {"path": str(path) if path else "packaged", "version": version, "sha256": digest}
+    return {
+        "origin": getattr(table, "origin", str(path)),
+        "version": getattr(table, "version", None),
+        "fingerprint": getattr(table, "fingerprint", None),
+    }

@@ -286,6 +286,8 @@ class RasterSource(ImagerySource):
             )
         else:
             transform = from_bounds(*bounds, width, height)
+            # Without nodata or a mask, GDAL calls everything valid, even outside the raster:
+            # an alpha band makes the warp record what it actually covered.
             with WarpedVRT(
                 ds,
                 crs=dst_crs.to_wkt(),
@@ -293,6 +295,7 @@ class RasterSource(ImagerySource):
                 width=width,
                 height=height,
                 resampling=resampling,
+                add_alpha=not self._has_mask,
             ) as vrt:
                 data = vrt.read(self.bands)
                 valid = vrt.dataset_mask() > 0

@@ -227,6 +227,21 @@ def visible_tag_filter(table: TagTable | None = None) -> TagPredicate:
     return keep
 
 
+def visible_feature_keys(table: TagTable) -> set[str] | None:
+    """OSM keys of the table's visible feature rules, for osmium's fast C++ key pre-filter.
+
+    ``None`` when a visible feature rule is a key pattern (``roof:*``): a key list cannot express
+    it, so the Python predicate alone decides.
+    """
+    keys: set[str] = set()
+    for rule in table:
+        if rule.visible and getattr(rule, "role", "feature") == "feature":
+            if "*" in rule.key:
+                return None
+            keys.add(rule.key)
+    return keys
+
+
 def _location_index(index: str, path: Path, tmpdir: Path) -> str:
     """Pick an osmium node-location index: memory for small files, a file for large ones."""
     if index != "auto":
