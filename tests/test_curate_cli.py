@@ -1,0 +1,42 @@
+"""The ``terrascribe curate`` commands are thin wrappers: check they run and fail cleanly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from terrascribe.cli import app
+from tests.test_curate_helpers import make_dataset
+
+
+def test_dedup_split_merge_and_errors(tmp_path: Path) -> None:
+    make_dataset(tmp_path / "ds", 20, plant={2: ["reenc"]})
+    runner = CliRunner()
+    r = runner.invoke(
+        app, ["curate", "dedup", str(tmp_path / "ds"), str(tmp_path / "dd"), "--max-distance", "4"]
+    )
+    assert r.exit_code == 0, r.output
+    assert "removed" in r.output
+    clusters = json.loads((tmp_path / "dd" / "dedup_clusters.json").read_text())["clusters"]
+    assert clusters[0]["kept"] == "img-002"
+    r = runner.invoke(app, ["curate", "split", str(tmp_path / "dd"), "--method", "random"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "dd" / "split.parquet").exists()
+    r = runner.invoke(
+        app,
+        [
+            "curate",
+            "merge",
+            str(tmp_path / "m"),
+            f"a={tmp_path / 'dd'}:1",
+            f"b={tmp_path / 'ds'}:1",
+            "--total",
+            "10",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["curate", "split", str(tmp_path / "dd"), "--fractions", "0.5,0.1"])
+    assert r.exit_code == 1
+    assert "Error: fractions must sum to 1" in r.output
