@@ -24,7 +24,8 @@ from rasterio.crs import CRS
 from rasterio.enums import ColorInterp
 
 from terrascribe.sample_data.chips import CATEGORY_IDS, choose_windows, write_chips
-from terrascribe.sample_data.layout import CAPTURE_DATE, Feature, build_region
+from terrascribe.sample_data.features import CAPTURE_DATE, Feature
+from terrascribe.sample_data.layout import build_region
 from terrascribe.sample_data.osm import OsmData, build_osm, write_osm
 from terrascribe.sample_data.render import render
 from terrascribe.sample_data.scenes import SCENE_CLASSES, write_scenes

@@ -16,7 +16,7 @@ from scipy import ndimage
 from shapely.geometry import Polygon, box
 from shapely.geometry.base import BaseGeometry
 
-from terrascribe.sample_data.layout import CAPTURE_DATE, Feature
+from terrascribe.sample_data.features import CAPTURE_DATE, Feature
 
 CATEGORIES = (
     "building",

@@ -19,7 +19,7 @@ from osmium.osm.mutable import Node, Relation, Way
 from pyproj import Transformer
 from shapely.geometry import Polygon
 
-from terrascribe.sample_data.layout import Feature
+from terrascribe.sample_data.features import Feature
 
 NODE_ID0, WAY_ID0, RELATION_ID0 = 1_000_001, 100_001, 10_001
 USERS = ((101, "lhota_mapper"), (202, "kartograf_cz"), (303, "survey_sam"), (404, "alpenglow"))

@@ -17,8 +17,8 @@ from PIL import Image
 from shapely.geometry import box
 
 from terrascribe.sample_data import shapes
-from terrascribe.sample_data.layout import CROPS
 from terrascribe.sample_data.render import Drawable, render
+from terrascribe.sample_data.rural import CROPS
 from terrascribe.sample_data.shapes import Frame, Parts
 
 SCENE_CLASSES = ("farmland", "forest", "parking", "residential", "sports_field", "water")
