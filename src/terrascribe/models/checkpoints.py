@@ -107,7 +107,7 @@ def _fit_to_model(model: torch.nn.Module, sd: dict[str, Any]) -> dict[str, Any]:
         if name in sd and isinstance(param, torch.Tensor) and param.ndim != sd[name].ndim:
             sd[name] = sd[name].reshape(param.shape)
     if "logit_bias" not in sd and getattr(model, "logit_bias", None) is not None:
-        sd["logit_bias"] = torch.zeros_like(model.logit_bias)
+        sd["logit_bias"] = model.logit_bias.detach().clone()  # keep the model's initial bias
     try:  # other input sizes / context lengths: interpolate, as open_clip does
         resize_pos_embed(sd, model)
         resize_text_pos_embed(sd, model)

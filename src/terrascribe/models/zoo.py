@@ -344,7 +344,9 @@ def _plan(name: str, pretrained: str | None, seed: int, cache_dir: str | Path | 
     if name.startswith((_HF_PREFIX, _LOCAL_DIR_PREFIX)):
         if pretrained is not None:
             raise ModelError(f"{name} names its own weights; do not pass pretrained={pretrained!r}")
-        return _Plan(name, identity={"schema_model": name})
+        if name.startswith(_LOCAL_DIR_PREFIX):  # the folder may move: its content is what counts
+            return _Plan(name, identity={"local_dir": True})
+        return _Plan(name, identity={"hf_hub": name[len(_HF_PREFIX) :]})
     if _is_hf_layout_dir(Path(name)):
         return _plan(_LOCAL_DIR_PREFIX + str(Path(name).resolve()), pretrained, seed, cache_dir)
     if name.replace("/", "-") not in open_clip.list_models():
@@ -375,15 +377,15 @@ def _image_size(model: torch.nn.Module) -> int | tuple[int, int]:
     return int(size) if size is not None else 224
 
 
-def _fingerprint(plan: _Plan, precision: str, preprocess_cfg: dict[str, Any]) -> str:
+def _fingerprint(
+    plan: _Plan, precision: str, preprocess_cfg: dict[str, Any], model_kwargs: dict[str, Any]
+) -> str:
     identity = dict(plan.identity)
     if plan.weights_file is not None:
         identity["sha256"] = file_sha256(plan.weights_file)
     if plan.tag is None and plan.arch.startswith((_HF_PREFIX, _LOCAL_DIR_PREFIX)):
         found = _schema_weights_file(plan.arch)
         identity["sha256"] = file_sha256(found) if found else None
-        if plan.arch.startswith(_LOCAL_DIR_PREFIX):
-            identity.pop("schema_model", None)  # the folder may move; its content is what counts
     arch = plan.arch if not plan.arch.startswith(_LOCAL_DIR_PREFIX) else _LOCAL_DIR_PREFIX
     payload = {
         "arch": arch,
@@ -391,6 +393,8 @@ def _fingerprint(plan: _Plan, precision: str, preprocess_cfg: dict[str, Any]) ->
         "precision": precision,
         "preprocess": {k: preprocess_cfg.get(k) for k in sorted(preprocess_cfg)},
     }
+    if model_kwargs:  # absent otherwise, so fingerprints of plain loads stay as they were
+        payload["model_kwargs"] = model_kwargs
     blob = json.dumps(payload, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()
 
@@ -420,6 +424,7 @@ def load_model(
     seed: int = 0,
     precision: str = "fp32",
     cache_dir: str | Path | None = None,
+    **model_kwargs: Any,
 ) -> LoadedModel:
     """Load an open_clip model or zoo checkpoint for inference.
 
@@ -433,6 +438,8 @@ def load_model(
         seed: Seed of the random initialisation (used when no weights cover the model).
         precision: An open_clip precision (``fp32``, ``fp16``, ``bf16``, ``amp``...).
         cache_dir: Download folder for zoo weights.
+        **model_kwargs: Passed to the open_clip model constructor (e.g. ``init_logit_bias=-10``
+            to train a CLIP checkpoint with the SigLIP loss); part of the fingerprint.
 
     Returns:
         A :class:`LoadedModel` (unpacks as ``model, preprocess, tokenizer``), in eval mode.
@@ -458,6 +465,7 @@ def load_model(
             precision=precision,
             device=dev,
             **norm,
+            **model_kwargs,
         )
     if plan.weights_file is not None:
         load_weights(model, plan.weights_file, arch=plan.arch)
@@ -476,7 +484,7 @@ def load_model(
         name=name,
         pretrained=pretrained if plan.entry is None else str(plan.weights_file),
         arch=plan.arch,
-        fingerprint=_fingerprint(plan, precision, preprocess_cfg),
+        fingerprint=_fingerprint(plan, precision, preprocess_cfg, model_kwargs),
         embed_dim=embed_dim,
         image_size=_image_size(model),
         device=dev,
