@@ -22,7 +22,9 @@ Every problem raises :class:`AnnotationError` with the file name and the problem
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import math
 import re
@@ -266,7 +268,8 @@ def read_coco(path: str | Path) -> list[ImageAnnotations]:
     coco = COCO()
     coco.dataset = data
     try:
-        coco.createIndex()
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress lines
+            coco.createIndex()
     except (KeyError, TypeError) as err:
         raise _fail(path, f"malformed COCO structure (missing {err})") from None
     names = {cat_id: str(cat["name"]) for cat_id, cat in coco.cats.items()}
