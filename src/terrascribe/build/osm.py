@@ -189,11 +189,11 @@ def plan_osm_jobs(
     seen_any = False
     for source in sorted(sources, key=lambda s: s.name):
         footprint = source.footprint
-        prepared = shapely.prepared.prep(footprint)
+        shapely.prepare(footprint)  # many point-in-polygon tests follow
         gsd = max(source.gsd_m, tiles.gsd_m or 0.0)
         for obj in read_parquet_features(features, bbox=footprint.bounds):
             seen_any = True
-            if not prepared.intersects(obj.geometry.representative_point()):
+            if not footprint.intersects(obj.geometry.representative_point()):
                 reasons.setdefault(obj.ref, ("outside imagery", f"not inside {source.name}"))
                 continue
             max_gsd = table.max_gsd(obj.tags)
@@ -397,20 +397,21 @@ def _make_sample(
     other_t = [
         osm_captions.TileObject(o.tags, io.bbox_xyxy, o.area_m2, o.length_m) for o, io in others
     ]
-    styles = {
-        "title": osm_captions.caption_title(obj.tags, table, rng),
-        "title_multi_objects": osm_captions.caption_multi(
-            obj.tags, [o.tags for o, _ in others], table, rng
-        ),
-        "grounded": osm_captions.caption_grounded(focus_t, other_t, table, rng),
+    made = {
+        style: osm_captions.make_caption(
+            style, focus_t, other_t, table, rng, gsd_m=out_gsd, image_size=(out_px, out_px)
+        )
+        for style in CAPTION_STYLES
     }
+    styles = {k: c.text for k, c in made.items() if c is not None and c.text}
     captions = normalise_captions([styles[s] for s in CAPTION_STYLES if styles.get(s)])
     if not captions:
         raise _SkipTile("no caption", "no visible tag could be put into words")
     west, south, east, north = tile_lonlat.bounds
     history = job.history_flags.get(obj.ref)
     extra: dict[str, Any] = {
-        "caption_styles": {k: v for k, v in styles.items() if v},
+        "caption_styles": styles,
+        "caption_templates": {k: c.template_id for k, c in made.items() if c is not None},
         "main_tag": _main_tag(table, obj.tags, out_gsd),
         "imagery": source.name,
         "osm": {
