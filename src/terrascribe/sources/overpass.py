@@ -53,7 +53,7 @@ def build_query(
     for key in sorted(set(keys)) if keys else [None]:
         if key is not None and ('"' in key or "\\" in key):
             raise ValueError(f"OSM key {key!r} cannot be quoted in Overpass QL")
-        filt = f'["{key}"]' if key is not None else "[~\".\"~\".\"]"
+        filt = f'["{key}"]' if key is not None else '[~"."~"."]'
         selectors += [f"node{filt};", f"way{filt};", f"relation{filt};"]
     body = "".join(selectors)
     return f"{settings};\n({body});\n(._;>;);\nout meta;"
