@@ -207,7 +207,8 @@ def register(app: typer.Typer) -> None:
         from terrascribe.evaluate.benchmarks import list_benchmarks, template_sets
 
         table = Table(title="terrascribe benchmark registry")
-        for col in ("name", "task", "classes", "layout", "split", "licence"):
+        table.add_column("name", no_wrap=True)
+        for col in ("task", "classes", "layout", "split", "licence"):
             table.add_column(col)
         for b in list_benchmarks():
             if task and b.task != task:
