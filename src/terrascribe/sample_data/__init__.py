@@ -183,13 +183,13 @@ def _write_all(region: SampleRegion, p: dict) -> None:
     coco, chip_records = write_chips(
         rgb, owner, features, windows, p["chip_px"], region.chips_dir, region.masks_dir
     )
-    _write_json(region.coco, coco)
+    _write_json(region.coco, coco, compact=True)
     _write_json(
         region.mask_classes, {"0": "background"} | {str(i): n for n, i in CATEGORY_IDS.items()}
     )
     scenes = write_scenes(region.scenes_dir, p["scenes_per_class"], seed, p["scene_px"])
     truth = _truth(features, osm, transform, p, chip_records, scenes)
-    _write_json(region.truth, truth)
+    _write_json(region.truth, truth, compact=True)
 
 
 def _render_region(features: list[Feature], size: int, gsd_m: float, seed: int):
@@ -298,8 +298,10 @@ def _truth(features, osm: OsmData, transform: Affine, p: dict, chips: list, scen
     }
 
 
-def _write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+def _write_json(path: Path, data: dict, *, compact: bool = False) -> None:
+    # big machine-read files skip indentation: json's indenting encoder is pure Python and slow
+    text = json.dumps(data, ensure_ascii=False, indent=None if compact else 1)
+    path.write_text(text + "\n", encoding="utf-8")
 
 
 def _move_into_place(staging: Path, root: Path) -> None:

@@ -129,6 +129,7 @@ def fill_with_trees(b: RegionBuilder, rect: Rect, first: int, m2_per_tree: float
 
 
 def scatter_trees(b: RegionBuilder, rect: Rect, avoid: list[BaseGeometry], n: int) -> None:
+    """Up to ``n`` trees at random spots of ``rect`` whose crowns stay clear of ``avoid``."""
     margin = 4.5 * b.m
     for _ in range(n * 4):
         x = b.uniform(rect[0] + margin, rect[2] - margin)

@@ -9,6 +9,7 @@ the same features always give the same files.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,7 +65,7 @@ class OsmData:
         return self.nodes[lonlat]
 
 
-def pixel_to_lonlat(transform: Affine, crs: str) -> callable:
+def pixel_to_lonlat(transform: Affine, crs: str) -> Callable[[np.ndarray], np.ndarray]:
     """A function mapping an (n, 2) array of pixel x/y to (n, 2) integer 1e-7 degrees."""
     to_wgs84 = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
 

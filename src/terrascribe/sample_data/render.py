@@ -190,6 +190,7 @@ MATERIALS: dict[str, Callable[[_Pixels], np.ndarray]] = {
     "flat": _flat,
 }
 _MATERIAL_IDS = {name: i for i, name in enumerate(MATERIALS)}
+_TEXTURES = tuple(MATERIALS.values())
 
 
 def render(
@@ -264,6 +265,6 @@ def _shade(
     for material_id in np.unique(material_map):
         rows, cols = np.nonzero(material_map == material_id)
         pixels = _Pixels(rows, cols, params[inst[rows, cols]], noise)
-        texture = list(MATERIALS.values())[material_id]
+        texture = _TEXTURES[material_id]
         shade[rows, cols] = texture(pixels)
     return shade

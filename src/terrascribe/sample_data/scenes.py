@@ -138,7 +138,10 @@ def _parking(c: _Canvas) -> None:
     lot = shapes.parking_lot(corner, 2 * c.half, 2 * c.half)
     c.parts.add(lot.parts)
     occupancy = c.uniform(0.4, 0.95)
+    margin = 4 * c.k
     for stall in lot.stalls:
+        if not (-margin < stall.cx < c.size + margin and -margin < stall.cy < c.size + margin):
+            continue  # off the image
         if c.rng.random() < occupancy:
             flip = math.pi * float(c.rng.integers(0, 2))
             colour = c.jitter(c.pick(shapes.CAR_COLOURS), 0.05)

@@ -108,7 +108,9 @@ class Parts:
         return Parts([replace(d, owner=owner) for d in self.drawables], list(self.shadows))
 
 
-def blob(cx: float, cy: float, rx: float, ry: float, rng: np.random.Generator, n: int = 40):
+def blob(
+    cx: float, cy: float, rx: float, ry: float, rng: np.random.Generator, n: int = 40
+) -> Polygon:
     """An irregular closed outline (lake, forest) around an ellipse, radii in pixels."""
     theta = np.linspace(0, 2 * np.pi, n, endpoint=False)
     phases = rng.uniform(0, 2 * np.pi, 3)
@@ -171,7 +173,9 @@ def tree(x: float, y: float, radius_px: float, height_m: float, px_per_m: float)
     )
 
 
-def dome(x: float, y: float, radius_px: float, height_m: float, px_per_m: float, colour: Colour):
+def dome(
+    x: float, y: float, radius_px: float, height_m: float, px_per_m: float, colour: Colour
+) -> Parts:
     """A round structure (storage tank, water tower) and its shadow."""
     disc = Point(x, y).buffer(radius_px, quad_segs=16)
     rim = LineString(disc.exterior.coords)

@@ -373,7 +373,7 @@ def _commercial_unit(b: RegionBuilder, frame: Frame, length: float, depth: float
     b.add("commercial_unit", tags, footprint, "way", parts, coco="building")
 
 
-def _parking(b: RegionBuilder, corner: Frame, length: float, depth: float, y_road: float):
+def _parking(b: RegionBuilder, corner: Frame, length: float, depth: float, y_road: float) -> float:
     """The parking lot, its aisles, its cars and the service road to the primary road."""
     m = b.m
     lot = shapes.parking_lot(corner, length, depth)
