@@ -229,10 +229,11 @@ class TagRule:
         return False
 
     def bind(self, value: str) -> TagRule:
-        """A key-level rule made concrete for ``value``: placeholders filled, value recorded.
+        """A key-level rule made concrete for ``value``: its placeholders filled.
 
-        A value the phrase cannot read (``lanes=yes``, ``roof:colour=weathered``) gives an
-        invisible rule: the key is known but this value cannot be put into words.
+        The rule keeps ``value == "*"`` so a caller can still tell a key-level match. A value the
+        phrase cannot read (``lanes=yes``, ``roof:colour=weathered``) gives an invisible rule: the
+        key is known but this value cannot be put into words.
         """
         names = set(_PLACEHOLDER.findall(self.phrase))
         phrase = self.phrase
@@ -241,16 +242,16 @@ class TagRule:
             if "n" in names or "s" in names:
                 n = _count_in_value(value)
                 if n is None:
-                    return replace(self, value=value, visible=False, max_gsd_m=None, phrase="")
+                    return replace(self, visible=False, max_gsd_m=None, phrase="")
                 fill["n"] = str(n)
                 fill["s"] = "" if n == 1 else "s"
             if "colour" in names:
                 colour = colour_name(value)
                 if colour is None:
-                    return replace(self, value=value, visible=False, max_gsd_m=None, phrase="")
+                    return replace(self, visible=False, max_gsd_m=None, phrase="")
                 fill["colour"] = colour
             phrase = self.phrase.format(**fill)
-        return replace(self, value=value, phrase=phrase)
+        return replace(self, phrase=phrase)
 
 
 def _parse_bool(text: str) -> bool | None:
