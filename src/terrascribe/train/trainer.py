@@ -197,6 +197,7 @@ class _Dist:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    owns_group: bool = False  # this call created the process group (and ends it)
 
     @property
     def main(self) -> bool:
@@ -209,9 +210,11 @@ def _init_distributed(device_kind: str) -> _Dist:
         return _Dist()
     import torch.distributed as dist
 
-    if not dist.is_initialized():
+    owns = not dist.is_initialized()
+    if owns:
         dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
-    return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    return _Dist(dist.get_rank(), dist.get_world_size(), local, owns)
 
 
 def _device(config: TrainConfig, dist: _Dist) -> torch.device:
@@ -220,6 +223,9 @@ def _device(config: TrainConfig, dist: _Dist) -> torch.device:
         kind = "cuda" if torch.cuda.is_available() else "cpu"
     if kind == "cuda":
         torch.cuda.set_device(dist.local_rank)
+        # TF32 matmuls, as open_clip_train sets them: ~fp32 accuracy at tensor-core speed.
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
         return torch.device("cuda", dist.local_rank)
     return torch.device(kind)
 
@@ -612,6 +618,8 @@ def train(config: TrainConfig, eval_fn: EvalFn | None = None) -> TrainResult:
         export_dir = export_hf(last_ckpt, out / "export")
     if dist.world_size > 1:
         torch.distributed.barrier()
+        if dist.owns_group:
+            torch.distributed.destroy_process_group()
     return TrainResult(
         out=out,
         checkpoint=last_ckpt if last_ckpt is not None else out,
