@@ -759,8 +759,26 @@ def _load_mask_array(path: Path) -> np.ndarray:
         raise _fail(path, f"cannot read mask ({err})") from None
 
 
+def mask_values(mask: np.ndarray) -> list[int]:
+    """The distinct values of an integer mask, sorted.
+
+    uint8/uint16 masks use OpenCV's histogram (one pass, no copy), which is several times faster
+    than sorting a large mask with ``np.unique``.
+    """
+    if mask.dtype in (np.uint8, np.uint16) and mask.size:
+        import cv2
+
+        bins = 256 if mask.dtype == np.uint8 else 65536
+        flat = np.ascontiguousarray(mask).reshape(-1, 1)
+        hist = cv2.calcHist([flat], [0], None, [bins], [0, bins]).ravel()
+        return np.flatnonzero(hist).tolist()
+    return np.unique(mask).tolist()
+
+
 def read_mask(path: str | Path, palette: Palette) -> np.ndarray:
-    """Read a mask as an ``(H, W)`` int32 array of class ids (see :meth:`Palette.class_names`).
+    """Read a mask as an ``(H, W)`` integer array of class ids (see :meth:`Palette.class_names`).
+
+    Label masks keep their dtype (uint8 masks stay uint8: M2B is fastest on small types).
 
     Single-channel masks are used as they are (values must be in ``palette.labels``); RGB masks
     are mapped through ``palette.colours`` (every colour must be known). Palette-mode PNGs are
@@ -776,13 +794,14 @@ def read_mask(path: str | Path, palette: Palette) -> np.ndarray:
     if arr.ndim == 2:
         if not palette.labels:
             raise _fail(path, f"single-channel mask, but palette {palette.name!r} has no labels")
-        values = np.unique(arr)
-        unknown = [int(v) for v in values if int(v) not in palette.labels]
+        if not np.issubdtype(arr.dtype, np.integer):
+            raise _fail(path, f"label mask must hold integers, got {arr.dtype}")
+        unknown = [v for v in mask_values(arr) if v not in palette.labels]
         if unknown:
             raise _fail(
                 path, f"unknown class value(s) {unknown[:10]} (known: {sorted(palette.labels)})"
             )
-        return arr.astype(np.int32, copy=False)
+        return arr
     if arr.ndim != 3 or arr.shape[2] < 3:
         raise _fail(path, f"unsupported mask shape {arr.shape}")
     if not palette.colours:
@@ -792,7 +811,8 @@ def read_mask(path: str | Path, palette: Palette) -> np.ndarray:
     ids = palette.class_names()
     by_name = {name: i for i, name in ids.items()}
     lut_keys = np.array([(r << 16) | (g << 8) | b for r, g, b in palette.colours], dtype=np.uint32)
-    lut_vals = np.array([by_name[c] for c in palette.colours.values()], dtype=np.int32)
+    dtype = np.uint8 if max(ids) < 256 else np.int32
+    lut_vals = np.array([by_name[c] for c in palette.colours.values()], dtype=dtype)
     order = np.argsort(lut_keys)
     lut_keys, lut_vals = lut_keys[order], lut_vals[order]
     pos = np.clip(np.searchsorted(lut_keys, packed), 0, len(lut_keys) - 1)
