@@ -55,8 +55,17 @@ def utm_crs(lon: float, lat: float) -> CRS:
     """The WGS84 UTM zone CRS (``EPSG:326xx`` north, ``327xx`` south) containing a point."""
     if not (-180.0 <= lon <= 180.0 and -90.0 <= lat <= 90.0):
         raise GeoError(f"not a lon/lat point: ({lon}, {lat})")
+    return CRS.from_epsg(_utm_epsg(lon, lat))
+
+
+@lru_cache(maxsize=128)
+def _utm_from_lonlat(epsg: int) -> Transformer:
+    return Transformer.from_crs(WGS84, CRS.from_epsg(epsg), always_xy=True)
+
+
+def _utm_epsg(lon: float, lat: float) -> int:
     zone = min(int((lon + 180.0) // 6.0) + 1, 60)
-    return CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
+    return (32600 if lat >= 0 else 32700) + zone
 
 
 def local_metric_crs(geom: BaseGeometry) -> CRS:
@@ -103,7 +112,9 @@ def metric_size(geom: BaseGeometry) -> MetricSize:
     """
     if geom.is_empty:
         raise GeoError("cannot measure an empty geometry")
-    local = transform_geometry(geom, WGS84, local_metric_crs(geom))
+    minx, miny, maxx, maxy = geom.bounds  # the bbox centre picks the zone: cheaper than centroid
+    t = _utm_from_lonlat(_utm_epsg((minx + maxx) / 2, (miny + maxy) / 2))
+    local = shapely.transform(geom, lambda xy: np.column_stack(t.transform(xy[:, 0], xy[:, 1])))
     minx, miny, maxx, maxy = local.bounds
     return MetricSize(
         area_m2=float(local.area),

@@ -23,6 +23,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -213,6 +214,10 @@ TagPredicate = Callable[[Mapping[str, str]], bool]
 def visible_tag_filter(table: TagTable | None = None) -> TagPredicate:
     """A predicate keeping objects with at least one tag the table knows as potentially visible.
 
+    Only the keys that can change the answer (feature keys, hiding keys, keys named in rule
+    conditions) are passed to the table, and answers are cached on them: most objects share a
+    handful of such tag sets (``building=yes``...), so planet-scale filtering stays cheap.
+
     Args:
         table: Tag table (default: the packaged one).
     """
@@ -220,11 +225,31 @@ def visible_tag_filter(table: TagTable | None = None) -> TagPredicate:
         from terrascribe.text.osm_tags import TagTable
 
         table = TagTable.load()
+    relevant = _relevant_keys(table)
+
+    @lru_cache(maxsize=65536)
+    def visible(items: tuple[tuple[str, str], ...]) -> bool:
+        return table.max_gsd(dict(items)) is not None
 
     def keep(tags: Mapping[str, str]) -> bool:
-        return table.max_gsd(tags) is not None
+        if relevant is None:
+            return table.max_gsd(tags) is not None
+        return visible(tuple(sorted((k, v) for k, v in tags.items() if k in relevant)))
 
     return keep
+
+
+def _relevant_keys(table: TagTable) -> frozenset[str] | None:
+    keys: set[str] = set()
+    for rule in table:
+        role = getattr(rule, "role", "feature")
+        if role in ("feature", "hide"):
+            if "*" in rule.key:
+                return None  # a key pattern: cannot reduce tags to a key set
+            keys.add(rule.key)
+        for cond in getattr(rule, "applies_to", ()):
+            keys.add(cond.partition("=")[0])
+    return frozenset(keys)
 
 
 def visible_feature_keys(table: TagTable) -> set[str] | None:
