@@ -30,6 +30,7 @@ import math
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -126,7 +127,9 @@ class OsmJob:
 # Planning
 
 
+@lru_cache(maxsize=8)
 def _load_table(path: str | None) -> TagTable:
+    # Cached per process: jobs of one build share the table instead of re-parsing the CSV.
     from terrascribe.text.osm_tags import TagTable
 
     return TagTable.load(path)
