@@ -10,6 +10,9 @@ answers every chat request with a valid five-caption reply after ``--latency`` s
 short text (no summary step) so each costs exactly one request; the result cache is off.
 
     python benchmarks/llm_captioning.py --latency 0.25 --concurrency 1 8 32
+
+``--serve PORT`` only runs the stand-in on 127.0.0.1:PORT (until Ctrl-C), to try
+``terrascribe build llm --endpoint http://127.0.0.1:PORT/v1`` without a model.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ REPLY = {
 }
 
 
-def _serve(port_queue: multiprocessing.Queue, latency: float) -> None:
+def _serve(port_queue: multiprocessing.Queue | None, latency: float, port: int = 0) -> None:
     body = json.dumps(
         {
             "id": "bench",
@@ -79,8 +82,11 @@ def _serve(port_queue: multiprocessing.Queue, latency: float) -> None:
 
     ThreadingHTTPServer.daemon_threads = True
     ThreadingHTTPServer.request_queue_size = 256
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    port_queue.put(server.server_port)
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    if port_queue is not None:
+        port_queue.put(server.server_port)
+    else:
+        print(f"stand-in chat endpoint at http://127.0.0.1:{server.server_port}/v1", flush=True)
     server.serve_forever()
 
 
@@ -98,7 +104,11 @@ def main() -> None:
     parser.add_argument(
         "--seconds", type=float, default=3.0, help="ideal duration of each measurement"
     )
+    parser.add_argument("--serve", type=int, metavar="PORT", help="only run the stand-in")
     args = parser.parse_args()
+    if args.serve is not None:
+        _serve(None, args.latency, args.serve)
+        return
 
     from terrascribe.text.llm import CaptionInput, LLMCaptioner
 

@@ -450,6 +450,10 @@ def test_long_articles_are_summarised_once_by_the_summary_model(llm: FakeLLM, tm
     caption_text = llm.caption_requests()[0]["body"]["messages"][1]["content"][0]["text"]
     assert "Article summary: Sentinel-2 saw floods" in caption_text
     assert article not in caption_text
+    # The same captioner can run again (a new event loop), with the summary from the cache.
+    more = captioner.caption(items(4, text=article)[3:], progress=False)
+    assert more[0].status == "ok" and more[0].summary == outcomes[0].summary
+    assert len([r for r in llm.requests if not is_caption_request(r["body"])]) == 1
 
 
 def test_prompt_injection_stays_quoted_and_echoes_are_flagged(llm: FakeLLM, tmp_path) -> None:

@@ -1007,6 +1007,7 @@ class LLMCaptioner:
         outcomes: list[CaptionOutcome | None] = [None] * len(items)
         queue = iter(enumerate(items))
         client = self._client()
+        self._summaries = {}  # futures belong to one event loop; each call may run in a new one
 
         Prepared = tuple["asyncio.Task[CaptionOutcome | tuple[str, str]]", int, CaptionInput]
 
