@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     if not files:
         raise SystemExit(f"no OSM files given and none found in {DEFAULT_GLOB}")
     table = TagTable.load(args.table)
-    console = Console()
+    console = Console(width=160)
     summary = Table(title=f"tag table {table.version} ({len(table)} rules) on real OSM data")
     for col in (
         "file",
