@@ -244,10 +244,25 @@ class _SourceCursor:
             yield samples[int(order[pos])]
 
 
-def _decode(sample: dict[str, Any], rng: np.random.Generator) -> tuple[Image.Image, str]:
+def decode_size_for(image_size: int | Sequence[int], augment: AugmentConfig | None) -> int:
+    """Smallest image side the transform needs to see at full resolution.
+
+    JPEGs larger than twice this are decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling),
+    which costs a fraction of a full decode and resize and loses nothing the model can see.
+    """
+    side = image_size if isinstance(image_size, int) else max(image_size)
+    scale = augment.crop_scale[0] if augment and augment.crop_scale else 1.0
+    return math.ceil(side / math.sqrt(scale))
+
+
+def _decode(
+    sample: dict[str, Any], rng: np.random.Generator, min_side: int | None = None
+) -> tuple[Image.Image, str]:
     key = sample.get("__key__", "?")
     try:
         image = Image.open(io.BytesIO(sample["jpg"]))
+        if min_side and image.format == "JPEG":
+            image.draft("RGB", (min_side, min_side))
         image = image.convert("RGB")
     except Exception as exc:
         raise TrainDataError(f"{sample.get('__url__')}: sample {key!r}: bad image ({exc})") from exc
@@ -276,6 +291,8 @@ class TrainStream(torch.utils.data.IterableDataset):
         rank: This process's rank. world_size: Number of ranks.
         workers: DataLoader workers (0 counts as one stream in the main process).
         start_batch: Batches this rank already consumed (resume position).
+        decode_size: Decode JPEGs at reduced scale down to this side (see
+            :func:`decode_size_for`); None decodes at full size.
     """
 
     def __init__(
@@ -290,6 +307,7 @@ class TrainStream(torch.utils.data.IterableDataset):
         world_size: int = 1,
         workers: int = 0,
         start_batch: int = 0,
+        decode_size: int | None = None,
     ) -> None:
         super().__init__()
         self.sources = list(sources)
@@ -301,6 +319,7 @@ class TrainStream(torch.utils.data.IterableDataset):
         self.num_workers = workers
         self.workers = max(workers, 1)  # 0 workers: one stream in the main process
         self.start_batch = start_batch
+        self.decode_size = decode_size
         weights = np.array([s.weight for s in self.sources], dtype=np.float64)
         self.probs = weights / weights.sum()
         self.skipped = 0
@@ -324,7 +343,7 @@ class TrainStream(torch.utils.data.IterableDataset):
         """The next decodable sample; bad ones are skipped with a warning (deterministically)."""
         for _ in range(1000):
             try:
-                return _decode(next(cursor), rng)
+                return _decode(next(cursor), rng, self.decode_size)
             except TrainDataError as exc:
                 self.skipped += 1
                 if self.skipped <= 10:
@@ -354,7 +373,8 @@ class TrainStream(torch.utils.data.IterableDataset):
                 image, caption = self._next_good(cursors[int(d)], rng)
                 # Seed the augmentation per sample, without disturbing the caller's RNG.
                 with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(int(rng.integers(2**62)))
+                    # CPU generator only: torch.manual_seed would also (slowly) seed CUDA.
+                    torch.default_generator.manual_seed(int(rng.integers(2**62)))
                     images.append(self.transform(image))
                 texts.append(caption)
             drawn += self.batch_size

@@ -36,6 +36,7 @@ from terrascribe.train.data import (
     AugmentConfig,
     TrainStream,
     build_transform,
+    decode_size_for,
     make_loader,
     make_sources,
     steps_for_epochs,
@@ -504,6 +505,7 @@ def train(config: TrainConfig, eval_fn: EvalFn | None = None) -> TrainResult:
         world_size=dist.world_size,
         workers=config.workers,
         start_batch=start_step * config.accum_steps,
+        decode_size=decode_size_for(bundle.image_size, config.augment),
     )
     loader = make_loader(stream, pin_memory=device.type == "cuda")
     loss_fn = _make_loss(config, dist)
