@@ -434,6 +434,19 @@ def test_budget_stops_cleanly_and_a_rerun_resumes(llm: FakeLLM, tmp_path) -> Non
     assert resumed.cache_hits == 2 and len(llm.requests) == 5
 
 
+def test_budget_counts_items_in_flight(llm: FakeLLM, tmp_path) -> None:
+    llm.latency_s = 0.05
+    prices = parse_prices("vlm=1000/1000")  # USD 0.15 per item
+    capped = make_captioner(llm, tmp_path, concurrency=8, prices=prices, max_cost=0.75)
+    outcomes = capped.caption(items(24), progress=False)
+    done = sum(o.status == "ok" for o in outcomes)
+    # The first item runs alone (its cost is unknown); then items in flight are reserved at the
+    # mean cost, so spending stops at the budget instead of up to 8 items past it.
+    assert done == 5
+    assert capped.budget.usage.cost_usd == pytest.approx(0.75)
+    assert all(o.reason == "budget exhausted" for o in outcomes if o.status != "ok")
+
+
 def test_budget_needs_a_price_for_the_model(llm: FakeLLM, tmp_path) -> None:
     with pytest.raises(ValueError, match="needs prices"):
         make_captioner(llm, tmp_path, max_cost=1.0)

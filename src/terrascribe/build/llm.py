@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from terrascribe.images import ImageError, decode_rgb
+from terrascribe.images import ImageError
 from terrascribe.records import Bounds, Sample, Skip
 from terrascribe.shards import DatasetError, chunked, write_dataset
 from terrascribe.sources.web import (
@@ -75,7 +75,8 @@ def load_item_image(ref: str, base_dir: str | Path, fetcher: Fetcher) -> bytes:
 
     Raises:
         FetchError: If a download fails or is refused.
-        ImageError: If the file is unreadable or not a decodable image.
+        ImageUnavailable: If the file cannot be read. (Decoding is checked by the consumers:
+            the captioner before sending, the dataset writer before writing.)
     """
     if "://" in ref:
         return fetch_image(fetcher, ref)
@@ -83,11 +84,9 @@ def load_item_image(ref: str, base_dir: str | Path, fetcher: Fetcher) -> bytes:
     if not path.is_absolute():
         path = Path(base_dir) / path
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except OSError as err:
         raise ImageUnavailable(f"{path}: cannot read image ({err.strerror or err})") from None
-    decode_rgb(data, source=str(path))
-    return data
 
 
 def _caption_input(item: WebItem, image: Any = None) -> CaptionInput:

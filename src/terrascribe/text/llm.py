@@ -375,6 +375,10 @@ class Budget:
         self.prices = dict(prices)
         self.max_cost = max_cost
         self.usage = Usage()
+        self._in_flight = 0
+        self._items_done = 0
+        self._items_cost = 0.0
+        self._changed: asyncio.Condition | None = None  # made inside the running event loop
 
     def require_prices(self, *models: str) -> None:
         """With a budget, every model used needs a price."""
@@ -403,8 +407,47 @@ class Budget:
 
     @property
     def exhausted(self) -> bool:
-        """Whether no new request may start."""
+        """Whether the spending has reached ``max_cost``."""
         return self.max_cost is not None and self.usage.cost_usd >= self.max_cost
+
+    def _decide(self) -> bool | None:
+        """True: room for one more item; False: budget spent; None: wait for items in flight."""
+        if self.max_cost is None:
+            return True
+        if self.exhausted:
+            return False
+        if not self._items_done:
+            # Nothing is known of the cost per item yet: one at a time until something is.
+            return True if self._in_flight == 0 else None
+        mean = self._items_cost / self._items_done
+        if self.usage.cost_usd + (self._in_flight + 1) * mean <= self.max_cost + 1e-12:
+            return True
+        return False if self._in_flight == 0 else None
+
+    async def acquire(self) -> bool:
+        """Reserve room for one more item; ``False`` once the budget would be overrun.
+
+        Items in flight are counted at the mean cost of the items finished so far, so spending
+        stops at the budget rather than ``concurrency`` items past it.
+        """
+        if self._changed is None:
+            self._changed = asyncio.Condition()
+        async with self._changed:
+            while (decision := self._decide()) is None:
+                await self._changed.wait()
+            if decision:
+                self._in_flight += 1
+            return decision
+
+    async def release(self, item_cost: float | None) -> None:
+        """Release one item's reservation; ``item_cost`` (if known) updates the running mean."""
+        self._in_flight -= 1
+        if item_cost is not None:
+            self._items_done += 1
+            self._items_cost += item_cost
+        if self._changed is not None:
+            async with self._changed:
+                self._changed.notify_all()
 
 
 # --------------------------------------------------------------------------------------------
@@ -910,20 +953,26 @@ class LLMCaptioner:
             return prepared
         key, data_url = prepared
         base = {"key": item.key, "model": self.model, "prompt": self.prompt.id}
-        if self.budget.exhausted:
+        if not await self.budget.acquire():
             return CaptionOutcome(**base, status="pending", reason="budget exhausted")
         try:
             outcome = await self._caption_uncached(client, item, data_url, base)
         except _Retryable as err:
+            await self.budget.release(None)
             return CaptionOutcome(
                 **base, status="pending", reason="endpoint unavailable", detail=str(err)
             )
         except _Rejected as err:
+            await self.budget.release(None)
             # Not cached: a rejection usually comes from the configuration (model without image
             # input, image too large), which the user fixes before the next run.
             return CaptionOutcome(
                 **base, status="failed", reason="request rejected", detail=str(err)
             )
+        except BaseException:
+            await self.budget.release(None)
+            raise
+        await self.budget.release(outcome.cost_usd)
         self._cache_put("results", key, outcome.to_dict())
         return outcome
 
@@ -1007,7 +1056,9 @@ class LLMCaptioner:
         outcomes: list[CaptionOutcome | None] = [None] * len(items)
         queue = iter(enumerate(items))
         client = self._client()
-        self._summaries = {}  # futures belong to one event loop; each call may run in a new one
+        # Futures and conditions belong to one event loop; each call may run in a new one.
+        self._summaries = {}
+        self.budget._changed = None
 
         Prepared = tuple["asyncio.Task[CaptionOutcome | tuple[str, str]]", int, CaptionInput]
 
