@@ -232,6 +232,7 @@ def build_llm_dataset(
     backoff_max_s: float = 120.0,
     fix_attempts: int = 2,
     temperature: float = 0.2,
+    summary_min_chars: int = 600,
     response_format: str = "json_schema",
     user_agent: str = DEFAULT_USER_AGENT,
     min_delay_s: float = 1.0,
@@ -262,6 +263,7 @@ def build_llm_dataset(
         timeout_s, max_retries, backoff_base_s, backoff_max_s: Request policy of the LLM calls.
         fix_attempts: Feedback rounds for invalid replies.
         temperature: Sampling temperature.
+        summary_min_chars: Articles at least this long are summarised first.
         response_format: ``json_schema``, ``json_object`` or ``none``.
         user_agent, min_delay_s: Identity and per-host delay for image downloads.
         workers: Processes writing shards.
@@ -312,6 +314,7 @@ def build_llm_dataset(
             backoff_max_s=backoff_max_s,
             fix_attempts=fix_attempts,
             temperature=temperature,
+            summary_min_chars=summary_min_chars,
             seed=seed,
             response_format=response_format,  # type: ignore[arg-type]
             prices=parse_prices(prices) if not isinstance(prices, Mapping) else prices,

@@ -40,6 +40,13 @@ def llm(
     drop_flagged: bool = typer.Option(
         False, help="Skip items whose captions contain URLs or echo instructions."
     ),
+    fix_attempts: int = typer.Option(
+        2, min=0, help="Feedback rounds for an invalid reply before the item fails."
+    ),
+    temperature: float = typer.Option(0.2, help="Sampling temperature."),
+    summary_min_chars: int = typer.Option(
+        600, min=0, help="Articles at least this long are summarised first."
+    ),
     timeout: float = typer.Option(120.0, help="Timeout of one request, in seconds."),
     max_retries: int = typer.Option(6, min=0, help="Retries on 429/5xx/timeouts."),
     response_format: str = typer.Option(
@@ -73,6 +80,9 @@ def llm(
             cache_dir=cache_dir,
             shard_size=shard_size,
             drop_flagged=drop_flagged,
+            fix_attempts=fix_attempts,
+            temperature=temperature,
+            summary_min_chars=summary_min_chars,
             timeout_s=timeout,
             max_retries=max_retries,
             response_format=response_format,
