@@ -53,6 +53,9 @@ def llm(
         "json_schema", help="json_schema (structured output), json_object, or none."
     ),
     user_agent: str | None = typer.Option(None, help="User-Agent for image downloads."),
+    delay: float = typer.Option(
+        1.0, min=0.0, help="Seconds between image downloads from one host."
+    ),
     workers: int = typer.Option(1, min=1, help="Processes writing shards."),
     seed: int = typer.Option(0, help="Seed (sent to the endpoint, recorded)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
@@ -87,6 +90,7 @@ def llm(
             max_retries=max_retries,
             response_format=response_format,
             user_agent=user_agent or DEFAULT_USER_AGENT,
+            min_delay_s=delay,
             workers=workers,
             seed=seed,
             progress=progress,

@@ -1089,7 +1089,10 @@ class LLMCaptioner:
     def caption(
         self, items: Iterable[CaptionInput], *, progress: bool = True
     ) -> list[CaptionOutcome]:
-        """Synchronous :meth:`acaption` with a progress bar."""
+        """Synchronous :meth:`acaption` with a progress bar.
+
+        Runs its own event loop; inside a running one (a notebook), ``await acaption(...)``.
+        """
         from terrascribe.progress import progress_bar
 
         items = list(items)
