@@ -76,7 +76,23 @@ def _print_summary(s: dict) -> None:
         console.print(hist)
 
 
+def demo(
+    out: Path = typer.Option(Path("demo"), help="Output folder; a re-run reuses finished steps."),
+    seed: int = typer.Option(0, help="Seed of every random choice."),
+    real_data: Path | None = typer.Option(
+        None, help="Also use real data from a ../shared/data-style folder (scenes, tiles)."
+    ),
+    train_steps: int | None = typer.Option(None, help="Training steps (default 300)."),
+) -> None:
+    """Run the whole story on the sample region and write OUT/report.html."""
+    from terrascribe.demo import run_demo
+
+    report = run_demo(out, seed=seed, real_data=real_data, train_steps=train_steps)
+    typer.echo(f"report: {report}")
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``sample-data`` and ``info`` to the root app."""
+    """Add ``sample-data``, ``info`` and ``demo`` to the root app."""
     app.command("sample-data")(sample_data)
     app.command("info")(info)
+    app.command("demo")(demo)
