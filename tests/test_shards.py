@@ -223,3 +223,22 @@ def test_webdataset_and_torch_dataset_read_the_shards(tmp_path):
     assert raw[0]["json"]["captions"][1] == "another caption 0"
     rows = list(ds.torch_dataset(transform=lambda im: im.size))
     assert rows[0]["image"] == (32, 24) and rows[0]["key"] == "test-0000"
+
+
+def test_recorded_command_line_has_no_credentials(tmp_path, monkeypatch):
+    argv = [
+        "/usr/bin/terrascribe",
+        "build",
+        "--endpoint",
+        "https://user:s3cret@llm.example/v1?api_key=s3cret&model=x",
+        "--api-key",
+        "s3cret",
+        "--token=s3cret",
+    ]
+    monkeypatch.setattr("sys.argv", argv)
+    _build(tmp_path / "ds")
+    text = (tmp_path / "ds" / "dataset.json").read_text()
+    assert "s3cret" not in text
+    command = json.loads(text)["command"]
+    assert command[0] == "terrascribe"
+    assert command[3] == "https://REDACTED@llm.example/v1?api_key=REDACTED&model=x"

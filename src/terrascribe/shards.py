@@ -23,6 +23,7 @@ import io
 import json
 import os
 import platform
+import re
 import sys
 import tarfile
 from collections import Counter
@@ -416,10 +417,29 @@ class DatasetWriter:
         return info
 
 
+_SECRET_QUERY = re.compile(
+    r"(?i)([?&][^=&#]*(?:key|token|secret|password|passwd|sig)[^=&#]*=)[^&#]*"
+)
+_URL_USERINFO = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://)[^/@\s]+@")
+_SECRET_OPTION = re.compile(r"(?i)^--?[a-z0-9-]*(?:api-key|token|secret|password)$")
+
+
+def redact(text: str) -> str:
+    """Remove credentials from a URL or argument: ``user:pass@`` and ``?api_key=...`` values."""
+    return _SECRET_QUERY.sub(r"\1REDACTED", _URL_USERINFO.sub(r"\1REDACTED@", text))
+
+
 def _command_line() -> list[str]:
-    argv = list(sys.argv)
+    """``sys.argv`` as recorded in dataset.json: program name only, credentials redacted."""
+    argv = [redact(a) for a in sys.argv]
     if argv:
         argv[0] = Path(argv[0]).name
+    for i in range(1, len(argv)):
+        name = argv[i - 1].split("=", 1)[0]
+        if _SECRET_OPTION.match(name):
+            argv[i] = "REDACTED"
+        elif _SECRET_OPTION.match(argv[i].split("=", 1)[0]) and "=" in argv[i]:
+            argv[i] = argv[i].split("=", 1)[0] + "=REDACTED"
     return argv
 
 
