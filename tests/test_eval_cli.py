@@ -61,7 +61,11 @@ def test_every_task_on_real_scenes_and_report(shared_data, tmp_path):
     assert any(p.endswith(".per-class.png") for p in plots)
 
 
+WORDS = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
+
+
 def _counting_benchmark(root):
+    """A hand-written counting set: digits and words, two categories, grammatical captions."""
     (root / "images").mkdir(parents=True)
     rng = np.random.default_rng(0)
     rows = []
@@ -70,19 +74,23 @@ def _counting_benchmark(root):
         Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(
             root / "images" / f"c{i}.jpg"
         )
-        word = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
-        caption = (
-            f"There are {count} cars in the parking lot."
-            if i % 2
-            else (f"{word[count - 1].capitalize()} planes are parked at the airport.")
+        if i % 2:
+            verb, noun = ("is", "car") if count == 1 else ("are", "cars")
+            caption = f"There {verb} {count} {noun} in the parking lot."
+            category = "car"
+        else:
+            noun, verb = ("plane", "is") if count == 1 else ("planes", "are")
+            caption = f"{WORDS[count - 1].capitalize()} {noun} {verb} parked at the airport."
+            category = "plane"
+        rows.append(
+            {"image": f"images/c{i}.jpg", "category": category, "count": count, "caption": caption}
         )
-        rows.append({"image": f"c{i}.jpg", "category": "car", "count": count, "caption": caption})
     with open(root / "counting.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["image", "category", "count", "caption"])
         writer.writeheader()
         writer.writerows(rows)
     (root / "benchmark.json").write_text(
-        json.dumps({"task": "counting", "name": "tiny-count", "categories": ["car"]})
+        json.dumps({"task": "counting", "name": "tiny-count", "categories": ["car", "plane"]})
     )
     return root
 

@@ -165,13 +165,59 @@ def test_counting_prompts_digits_and_words():
         "There are 2 planes."
     )
     words = metrics.counting_prompts("Three ships at the dock", 3, numbers=[1, 10], style="words")
-    assert words == ["One ships at the dock", "Ten ships at the dock"]
+    assert words == ["One ships at the dock", "Ten ships at the dock"]  # no category: number only
     assert metrics.counting_prompts("three cars", 3, numbers=[4])[0] == "4 cars"
     with pytest.raises(ValueError, match="does not state the count 4"):
         metrics.counting_prompts("three cars", 4)
     # 13 must not match 3
     with pytest.raises(ValueError):
         metrics.counting_prompts("13 cars", 3)
+
+
+@pytest.mark.parametrize(
+    ("caption", "count", "category", "style", "expected"),
+    [
+        # the annotations engineer's report: plural -> one, singular -> two
+        ("a satellite image of seven trees", 7, "tree", "words",
+         ["a satellite image of one tree", "a satellite image of two trees"]),
+        ("a satellite image of one tree", 1, "tree", "digits",
+         ["a satellite image of 1 tree", "a satellite image of 2 trees"]),
+        # -es / -ies plurals, irregular and uninflected nouns
+        ("4 buses on the road", 4, "bus", "digits", ["1 bus on the road", "2 buses on the road"]),
+        ("two ferries", 2, "ferry", "words", ["one ferry", "two ferries"]),
+        ("two people on the beach", 2, "person", "words",
+         ["one person on the beach", "two people on the beach"]),
+        ("one sheep in a field", 1, "sheep", "digits", ["1 sheep in a field", "2 sheep in a field"]),
+        # multi-word category as build counting writes it, and as raw source labels
+        ("5 small vehicles", 5, "small vehicle", "digits", ["1 small vehicle", "2 small vehicles"]),
+        ("5 small vehicles", 5, "small-vehicle", "digits", ["1 small vehicle", "2 small vehicles"]),
+        ("3 storage tanks", 3, "storagetank", "words", ["one storage tank", "two storage tanks"]),
+        # head word only in the caption; adjectives between count and noun
+        ("3 vehicles", 3, "small vehicle", "digits", ["1 vehicle", "2 vehicles"]),
+        ("There are 3 small white cars.", 3, "car", "digits",
+         ["There is 1 small white car.", "There are 2 small white cars."]),
+        # capitalised count word and noun, verb after the noun
+        ("Three Planes are parked.", 3, "plane", "words",
+         ["One Plane is parked.", "Two Planes are parked."]),
+        ("There is one car", 1, "car", "words", ["There is one car", "There are two cars"]),
+    ],
+)  # fmt: skip
+def test_counting_prompts_reinflect_the_noun(caption, count, category, style, expected):
+    prompts = metrics.counting_prompts(caption, count, category=category, style=style)
+    assert len(prompts) == 10
+    assert prompts[:2] == expected
+    # the candidate for the true count, written as the caption writes it, is the caption itself
+    own = "digits" if any(ch.isdigit() for ch in caption) else "words"
+    own_prompts = metrics.counting_prompts(caption, count, category=category, style=own)
+    assert own_prompts[count - 1] == caption
+
+
+def test_counting_prompts_category_errors():
+    with pytest.raises(ValueError, match="does not name the category 'car'"):
+        metrics.counting_prompts("three planes near two cars", 3, category="car")
+    # the noun must follow the count within three words
+    with pytest.raises(ValueError, match="right after the count"):
+        metrics.counting_prompts("3 of the many old rusty cars", 3, category="car")
 
 
 def test_counting_hand_checked():

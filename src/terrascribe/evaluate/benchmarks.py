@@ -21,7 +21,8 @@ Layouts a benchmark can have (``layout`` in the registry, or detected for a path
     A terrascribe dataset (retrieval over its captions, or an OSM attribute task).
 ``counting``
     What ``terrascribe build counting`` writes: ``images/<name>.jpg``, ``counting.csv``
-    (``image,category,count,caption``) and ``benchmark.json`` (``{"task": "counting", ...}``).
+    (``image,category,count,caption``; ``image`` relative to the folder, ``category`` the
+    singular noun counted) and ``benchmark.json`` (``{"task": "counting", ...}``).
 
 Split rules: ``remoteclip-80-20`` (RemoteCLIP's: per class, sorted by file name, the first 80 %
 train, the rest test), ``split-folders``, ``all-test`` (no training split), a ``split.json`` in
@@ -631,11 +632,14 @@ def load_counting(root: str | Path) -> tuple[CountingData, dict[str, Any]]:
                 f"{table}:{line_no}: malformed row ({err}); "
                 "the columns are image,category,count,caption"
             ) from None
-        image = root / "images" / name
         if Path(name).is_absolute() or ".." in Path(name).parts:
             raise BenchmarkError(f"{table}:{line_no}: image path {name!r} leaves the benchmark")
+        image = root / name
         if not image.is_file():
-            raise BenchmarkError(f"{table}:{line_no}: image {image} is missing")
+            raise BenchmarkError(
+                f"{table}:{line_no}: image {image} is missing (image paths are relative to the "
+                "benchmark folder, e.g. images/x.jpg)"
+            )
         images.append(image)
         counts.append(count)
         cats.append(category)

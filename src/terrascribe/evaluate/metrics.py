@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from terrascribe.text.boxes import normalise_class, pluralise
+
 # Chunk size for similarity matrices: rows * columns stays below this many floats (~256 MB).
 _MAX_CELLS = 1 << 26
 
@@ -510,8 +512,62 @@ def number_word(n: int) -> str:
     return NUMBER_WORDS[n]
 
 
+_BE_VERBS = {"is": "are", "are": "is", "was": "were", "were": "was"}
+_SINGULAR_VERBS = frozenset({"is", "was"})
+# Words allowed between the count and the counted noun ("3 small white cars"): up to three,
+# none of them a function word or number, which would mean the noun belongs to another phrase
+# ("3 planes near two cars" does not count cars).
+_MAX_WORDS_BEFORE_NOUN = 3
+_NOT_MODIFIERS = (
+    "a|an|the|of|and|or|with|without|near|next|to|beside|besides|by|on|in|at|from|along|around|"
+    "between|behind|above|below|under|over|is|are|was|were|\\d+|" + "|".join(NUMBER_WORDS)
+)
+
+
+def _same_case(word: str, like: str) -> str:
+    return word[:1].upper() + word[1:] if like[:1].isupper() else word
+
+
+def _noun_forms(category: str) -> list[tuple[str, str]]:
+    """``(singular, plural)`` pairs to look for: the category, then its head (last) word."""
+    names = list(dict.fromkeys([" ".join(category.lower().split()), normalise_class(category)]))
+    heads = [n.rpartition(" ")[2] for n in names if " " in n]
+    return [(n, pluralise(n)) for n in dict.fromkeys(names + heads) if n]
+
+
+def _find_noun(tail: str, category: str) -> tuple[int, int, str] | None:
+    """Span of the counted noun in the text after the count, and its singular form."""
+    for singular, plural in _noun_forms(category):
+        forms = sorted({singular, plural}, key=len, reverse=True)
+        alternatives = "|".join(r"\s+".join(map(re.escape, f.split())) for f in forms)
+        modifier = rf"(?!(?:{_NOT_MODIFIERS})\b)[\w-]+\s+"
+        pattern = rf"^\s+(?:{modifier}){{0,{_MAX_WORDS_BEFORE_NOUN}}}?({alternatives})\b"
+        match = re.match(pattern, tail, re.IGNORECASE)
+        if match is not None:
+            return match.start(1), match.end(1), singular
+    return None
+
+
+def _agree_verb(text: str, pattern: str, singular: bool) -> str:
+    """Make the be-verb matched by ``pattern`` (group 1) agree in number."""
+    match = re.search(pattern, text, re.IGNORECASE)
+    if match is None:
+        return text
+    verb = match.group(1)
+    is_singular = verb.lower() in _SINGULAR_VERBS
+    if is_singular == singular:
+        return text
+    new = _same_case(_BE_VERBS[verb.lower()], verb)
+    return text[: match.start(1)] + new + text[match.end(1) :]
+
+
 def counting_prompts(
-    caption: str, count: int, *, numbers: Sequence[int] = range(1, 11), style: str = "digits"
+    caption: str,
+    count: int,
+    *,
+    category: str | None = None,
+    numbers: Sequence[int] = range(1, 11),
+    style: str = "digits",
 ) -> list[str]:
     """The caption with its count replaced by each of ``numbers`` (RemoteCount protocol).
 
@@ -519,8 +575,17 @@ def counting_prompts(
     the first occurrence is replaced. ``style`` ("digits" or "words") sets how the candidates are
     written.
 
+    With ``category`` (the singular noun counted, as ``terrascribe build counting`` writes it in
+    ``counting.csv``), the noun after the count is re-inflected for each candidate, irregular
+    plurals included (``"one tree"``, ``"seven trees"``, ``"two people"``), and a be-verb right
+    before the count or right after the noun agrees with it (``"there is one car"``, ``"two
+    planes are parked"``). Up to three words may stand between the count and the noun
+    (``"3 small white cars"``); if the category is not found there, its head word is tried
+    (``"vehicles"`` for ``small vehicle``). Without ``category`` only the number changes.
+
     Raises:
-        ValueError: If the caption does not state ``count``.
+        ValueError: If the caption does not state ``count``, or does not name ``category``
+            right after it.
     """
     if style not in ("digits", "words"):
         raise ValueError(f"style must be 'digits' or 'words', got {style!r}")
@@ -529,12 +594,26 @@ def counting_prompts(
     if match is None:
         raise ValueError(f"caption does not state the count {count}: {caption!r}")
     head, tail = caption[: match.start()], caption[match.end() :]
+    noun = _find_noun(tail, category) if category else None
+    if category and noun is None:
+        raise ValueError(
+            f"caption does not name the category {category!r} right after the count {count}: "
+            f"{caption!r}"
+        )
     prompts = []
     for n in numbers:
         word = str(n) if style == "digits" else number_word(n)
         if style == "words" and match.group(0)[0].isupper():
             word = word.capitalize()
-        prompts.append(head + word + tail)
+        new_head, new_tail = head, tail
+        if noun is not None:
+            start, end, singular = noun
+            original = tail[start:end]
+            form = _same_case(singular if n == 1 else pluralise(singular), original)
+            after = _agree_verb(tail[end:], r"^\s+(is|are|was|were)\b", n == 1)
+            new_tail = tail[:start] + form + after
+            new_head = _agree_verb(head, r"\b(is|are|was|were)\s+$", n == 1)
+        prompts.append(new_head + word + new_tail)
     return prompts
 
 

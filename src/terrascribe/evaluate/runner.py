@@ -416,10 +416,11 @@ def _score_counting(source: _Source, embed: _Embedder, options: EvalOptions) -> 
     details: dict[str, Any] = {}
     for style in ("digits", "words"):
         prompts = []
-        for caption, count in zip(data.captions, data.counts, strict=True):
+        rows = zip(data.captions, data.counts, data.categories, strict=True)
+        for caption, count, category in rows:
             try:
                 prompts += metrics.counting_prompts(
-                    caption, int(count), numbers=numbers, style=style
+                    caption, int(count), category=category or None, numbers=numbers, style=style
                 )
             except ValueError as err:
                 raise bm.BenchmarkError(f"{source.path}/counting.csv: {err}") from None
