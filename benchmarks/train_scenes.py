@@ -108,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     data_dir = args.out / "data"
-    jobs = [[str(p) for p in chunk] for chunk in chunked(train_files, 250)]
+    # Shards in shuffled order (seeded): files sorted by class would make class-pure shards.
+    shuffled = [train_files[i] for i in np.random.default_rng(0).permutation(len(train_files))]
+    jobs = [[str(p) for p in chunk] for chunk in chunked(shuffled, 250)]
     write_dataset(
         data_dir,
         jobs,

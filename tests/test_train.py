@@ -146,14 +146,18 @@ def test_streams_split_the_data(datasets) -> None:
     from terrascribe.train.data import _SourceCursor
 
     a, b = make_sources(datasets)
-    for source, n_streams in ((a, 2), (b, 3)):  # shard split (3 shards), sample split (1 shard)
+    # shard split (3 shards), sample split (1 shard); windows of 1 and 2 shards
+    for source, n_streams, window in ((a, 2, 1), (a, 1, 2), (b, 3, 2)):
         seen = []
         for s in range(n_streams):
-            cursor = _SourceCursor(source, 0, s, n_streams, 0)
+            cursor = _SourceCursor(source, 0, s, n_streams, 0, window)
             it = cursor.iterate(0)
             seen.append({next(it)["__key__"] for _ in range(cursor.samples_per_epoch())})
         assert sum(len(x) for x in seen) == source.n_samples
         assert len(set().union(*seen)) == source.n_samples  # disjoint and complete
+    # a window shuffles several shards together: the first samples come from all three
+    it = _SourceCursor(a, 0, 0, 1, 0, 3).iterate(0)
+    assert len({next(it)["__key__"].split("-")[1] for _ in range(10)}) == 3
 
 
 def test_bad_data_is_reported(datasets, tmp_path: Path) -> None:

@@ -8,8 +8,9 @@ and the position, so an interrupted run resumes on exactly the batches it would 
   a rank, worker ``w`` has produced ``len(range(w, k, W))`` of them;
 * per dataset and epoch the shard order is a seeded permutation; stream ``s`` reads shards
   ``s, s+S, ...`` of it, or, when the dataset has fewer shards than streams, every shard and
-  keeps samples ``s, s+S, ...`` of it. Within a shard, samples are shuffled with a seeded
-  permutation (the whole shard is the shuffle buffer: ~1,000 JPEGs, a few tens of MB);
+  keeps samples ``s, s+S, ...`` of it. It reads them in windows of ``shuffle_shards`` shards
+  whose samples are shuffled together with a seeded permutation (the window is the shuffle
+  buffer: a few thousand encoded JPEGs);
 * each draw picks a dataset with probability proportional to its weight, from a generator
   seeded by ``(seed, stream, draw)``; datasets cycle through epochs independently, so a small
   dataset mixed with a large one is repeated, never exhausted;
@@ -178,37 +179,42 @@ def _name_id(name: str) -> int:
 
 
 class _SourceCursor:
-    """The part of one source that one stream reads, epoch after epoch, from a given position."""
+    """The part of one source that one stream reads, epoch after epoch, from a given position.
 
-    def __init__(self, source: Source, index: int, stream: int, n_streams: int, seed: int):
+    The read unit is a *window* of ``window`` shards: their samples are shuffled together, so a
+    batch mixes several shards even when each shard holds correlated samples (one region, one
+    class), as builders that write shards in input order produce.
+    """
+
+    def __init__(
+        self, source: Source, index: int, stream: int, n_streams: int, seed: int, window: int = 1
+    ):
         self.source, self.index = source, index
         self.stream, self.n_streams, self.seed = stream, n_streams, seed
-        n = len(source.shards)
-        self.shard_split = n >= n_streams  # else: sample split inside every shard
+        self.window = max(1, window)
+        self.shard_split = len(source.shards) >= n_streams  # else: sample split in every shard
 
-    def _epoch_shards(self, epoch: int) -> list[int]:
+    def _epoch_windows(self, epoch: int) -> list[tuple[int, ...]]:
         order = _rng(self.seed, 1, self.index, epoch).permutation(len(self.source.shards))
-        if self.shard_split:
-            return [int(i) for i in order[self.stream :: self.n_streams]]
-        return [int(i) for i in order]
+        mine = order[self.stream :: self.n_streams] if self.shard_split else order
+        mine = [int(i) for i in mine]
+        return [tuple(mine[i : i + self.window]) for i in range(0, len(mine), self.window)]
 
-    def _kept_positions(self, epoch: int, shard: int, offset: int) -> list[int]:
-        """Positions (in the shuffled shard) this stream keeps; ``offset``: epoch position."""
-        size = self.source.sizes[shard]
-        if self.shard_split:
-            return list(range(size))
-        first = (self.stream - offset) % self.n_streams
-        return list(range(first, size, self.n_streams))
-
-    def _shard_plan(self, epoch: int) -> Iterator[tuple[int, list[int]]]:
+    def _window_plan(self, epoch: int) -> Iterator[tuple[tuple[int, ...], list[int]]]:
+        """(window, positions this stream keeps in its shuffled samples), in epoch order."""
         offset = 0
-        for shard in self._epoch_shards(epoch):
-            yield shard, self._kept_positions(epoch, shard, offset)
-            offset += self.source.sizes[shard]
+        for window in self._epoch_windows(epoch):
+            size = sum(self.source.sizes[i] for i in window)
+            if self.shard_split:
+                kept = list(range(size))
+            else:  # keep the epoch positions congruent to this stream
+                kept = list(range((self.stream - offset) % self.n_streams, size, self.n_streams))
+            yield window, kept
+            offset += size
 
     def samples_per_epoch(self) -> int:
         """How many samples this stream reads in one epoch of the source."""
-        return sum(len(kept) for _, kept in self._shard_plan(0))
+        return sum(len(kept) for _, kept in self._window_plan(0))
 
     def iterate(self, skip: int) -> Iterator[dict[str, Any]]:
         """Raw webdataset samples (dicts of bytes), forever, after skipping ``skip`` of them."""
@@ -220,15 +226,15 @@ class _SourceCursor:
             )
         epoch, skip = divmod(skip, per_epoch)
         while True:
-            for shard, kept in self._shard_plan(epoch):
+            for window, kept in self._window_plan(epoch):
                 if skip >= len(kept):
                     skip -= len(kept)  # skipped without reading: sizes are known
                     continue
-                yield from self._read(epoch, shard, kept[skip:])
+                yield from self._read(epoch, window, kept[skip:])
                 skip = 0
             epoch += 1
 
-    def _read(self, epoch: int, shard: int, positions: list[int]) -> Iterator[dict[str, Any]]:
+    def _read_shard(self, shard: int) -> list[dict[str, Any]]:
         from webdataset.tariterators import tarfile_samples
 
         url = self.source.shards[shard]
@@ -239,7 +245,13 @@ class _SourceCursor:
                 f"{url}: holds {len(samples)} samples but sizes.json says {expected}; the dataset "
                 "changed since it was written: rebuild or fix sizes.json"
             )
-        order = _rng(self.seed, 2, self.index, epoch, shard).permutation(len(samples))
+        return samples
+
+    def _read(
+        self, epoch: int, window: tuple[int, ...], positions: list[int]
+    ) -> Iterator[dict[str, Any]]:
+        samples = [x for shard in window for x in self._read_shard(shard)]
+        order = _rng(self.seed, 2, self.index, epoch, window[0]).permutation(len(samples))
         for pos in positions:
             yield samples[int(order[pos])]
 
@@ -293,6 +305,8 @@ class TrainStream(torch.utils.data.IterableDataset):
         start_batch: Batches this rank already consumed (resume position).
         decode_size: Decode JPEGs at reduced scale down to this side (see
             :func:`decode_size_for`); None decodes at full size.
+        shuffle_shards: Shards shuffled together (the shuffle window; memory: this many shards
+            of encoded samples per worker).
     """
 
     def __init__(
@@ -308,6 +322,7 @@ class TrainStream(torch.utils.data.IterableDataset):
         workers: int = 0,
         start_batch: int = 0,
         decode_size: int | None = None,
+        shuffle_shards: int = 4,
     ) -> None:
         super().__init__()
         self.sources = list(sources)
@@ -320,6 +335,7 @@ class TrainStream(torch.utils.data.IterableDataset):
         self.workers = max(workers, 1)  # 0 workers: one stream in the main process
         self.start_batch = start_batch
         self.decode_size = decode_size
+        self.shuffle_shards = shuffle_shards
         weights = np.array([s.weight for s in self.sources], dtype=np.float64)
         self.probs = weights / weights.sum()
         self.skipped = 0
@@ -362,7 +378,9 @@ class TrainStream(torch.utils.data.IterableDataset):
         drawn = done_batches * self.batch_size
         past = np.bincount(self._choices(stream, 0, drawn), minlength=len(self.sources))
         cursors = [
-            _SourceCursor(src, i, stream, n_streams, self.seed).iterate(int(past[i]))
+            _SourceCursor(src, i, stream, n_streams, self.seed, self.shuffle_shards).iterate(
+                int(past[i])
+            )
             for i, src in enumerate(self.sources)
         ]
         while True:

@@ -54,6 +54,7 @@ _RESUME_FIXED = (
     "batch_size",
     "accum_steps",
     "workers",
+    "shuffle_shards",
     "seed",
     "augment",
     "loss",
@@ -87,6 +88,7 @@ class TrainConfig:
         grad_checkpointing: Trade compute for memory.
         augment: RS augmentations (see :class:`~terrascribe.train.data.AugmentConfig`).
         workers: DataLoader workers per process. seed: Seed of init, data order, augmentation.
+        shuffle_shards: Shards whose samples are shuffled together (per worker).
         save_every: Checkpoint period in steps (a final one is always written).
         keep_last: Checkpoints kept (None: all). eval_every: Period of ``eval_fn`` (None: end only).
         log_every: Period of metric lines. device: ``auto``, ``cpu``, ``cuda``.
@@ -123,6 +125,7 @@ class TrainConfig:
     grad_checkpointing: bool = False
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     workers: int = 2
+    shuffle_shards: int = 4
     seed: int = 0
     save_every: int = 1000
     keep_last: int | None = 2
@@ -506,6 +509,7 @@ def train(config: TrainConfig, eval_fn: EvalFn | None = None) -> TrainResult:
         workers=config.workers,
         start_batch=start_step * config.accum_steps,
         decode_size=decode_size_for(bundle.image_size, config.augment),
+        shuffle_shards=config.shuffle_shards,
     )
     loader = make_loader(stream, pin_memory=device.type == "cuda")
     loss_fn = _make_loss(config, dist)
