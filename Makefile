@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 
-.PHONY: demo test lint format browser benchmarks clean
+.PHONY: demo test lint format docs browser benchmarks clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ lint: $(VENV)/.installed-dev
 format: $(VENV)/.installed-dev
 	$(BIN)/ruff format src tests benchmarks
 	$(BIN)/ruff check --fix src tests benchmarks
+
+docs: $(VENV)/.installed
+	$(BIN)/python -m terrascribe.cli.reference > docs/cli.md
 
 # Headless Chromium for the web-page tests (Debian packages; tests skip cleanly without it).
 browser:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import sys
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -30,15 +29,15 @@ class _UserErrorsGroup(TyperGroup):
     Set ``TERRASCRIBE_DEBUG=1`` to get the traceback instead.
     """
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: typer.Context):
+        # typer's own exceptions (usage errors, Exit, Abort) are not user errors here: they
+        # pass through untouched and typer reports them as usual.
         try:
             return super().invoke(ctx)
-        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
-            raise
         except Exception as err:
             if not _is_user_error(err) or os.environ.get("TERRASCRIBE_DEBUG"):
                 raise
-            click.echo(f"Error: {err}", err=True)
+            typer.echo(f"Error: {err}", err=True)
             sys.exit(1)
 
 
