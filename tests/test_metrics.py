@@ -187,7 +187,8 @@ def test_counting_prompts_digits_and_words():
         ("two ferries", 2, "ferry", "words", ["one ferry", "two ferries"]),
         ("two people on the beach", 2, "person", "words",
          ["one person on the beach", "two people on the beach"]),
-        ("one sheep in a field", 1, "sheep", "digits", ["1 sheep in a field", "2 sheep in a field"]),
+        ("one sheep in a field", 1, "sheep", "digits",
+         ["1 sheep in a field", "2 sheep in a field"]),
         # multi-word category as build counting writes it, and as raw source labels
         ("5 small vehicles", 5, "small vehicle", "digits", ["1 small vehicle", "2 small vehicles"]),
         ("5 small vehicles", 5, "small-vehicle", "digits", ["1 small vehicle", "2 small vehicles"]),

@@ -570,18 +570,30 @@ def load_osm_attribute(
     """A SkyScript-style attribute task from a terrascribe OSM dataset.
 
     The label is the value of the benchmark's tag (``roof:shape``, ``smoothness``, ``surface``)
-    on the sample's focus object (``objects[0]``); samples without it, or with a value outside
-    the registry's list, are left out. Every kept image is a test image (zero-shot task).
+    on the sample's focus object (``objects[0]``), compared case-insensitively after trimming
+    spaces; samples without it, with several values (``gabled;hipped``) or with a value outside
+    the registry's list are left out. Every kept image is a test image (zero-shot task).
+
+    Raises:
+        BenchmarkNotFoundError: If ``path`` is not a terrascribe dataset.
+        BenchmarkError: If no sample (or too few of a class) carries a listed value.
     """
-    from terrascribe.shards import Dataset
+    from terrascribe.shards import Dataset, DatasetError
 
     tag = bench.extra["tag"]
     index = {v: i for i, v in enumerate(bench.classes)}
+    try:
+        dataset = Dataset(path)
+    except DatasetError as err:
+        raise BenchmarkNotFoundError(
+            f"{err}. {bench.title} is built from a terrascribe OSM dataset "
+            "(terrascribe build osm ...): pass its folder"
+        ) from None
     images, labels, ids = [], [], []
-    for sample in Dataset(path).samples():
+    for sample in dataset.samples():
         if not sample.objects:
             continue
-        value = sample.objects[0].tags.get(tag)
+        value = str(sample.objects[0].tags.get(tag, "")).strip().lower()
         if value in index:
             images.append(sample.image)
             labels.append(index[value])

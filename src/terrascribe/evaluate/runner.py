@@ -48,6 +48,7 @@ TASKS_BY_KIND = {
     "retrieval": ("retrieval",),
     "counting": ("counting",),
 }
+_NEEDS_TRAIN = frozenset({"linear-probe", "knn", "few-shot"})
 RESULT_FORMAT = "terrascribe-eval-result"
 RESULT_VERSION = 1
 EVAL_PACKAGES = (
@@ -500,6 +501,21 @@ def _write_result(
     return result
 
 
+def _asks_all(tasks: str | Sequence[str]) -> bool:
+    return "all" in ([tasks] if isinstance(tasks, str) else list(tasks))
+
+
+def _tasks_the_split_allows(
+    names: list[str], source: _Source, options: EvalOptions, cache: dict
+) -> list[str]:
+    """``all`` on a set without training images (attribute tasks, ``all-test``) is zero-shot."""
+    if "cls" not in cache:
+        cache["cls"] = _classification_input(source, options)
+    if (cache["cls"][0].splits == "train").any():
+        return names
+    return [t for t in names if t not in _NEEDS_TRAIN]
+
+
 def evaluate(
     model: Any,
     benchmark: str | Path,
@@ -521,7 +537,8 @@ def evaluate(
         benchmark: A registry name (files under ``data_root``), ``NAME:PATH`` for attribute
             tasks built from an OSM dataset, or a path (class folders, CLIP_benchmark webdataset,
             terrascribe dataset, caption table, counting folder).
-        tasks: Task names or ``"all"`` (every task of the benchmark's kind).
+        tasks: Task names or ``"all"`` (every task of the benchmark's kind that its split
+            allows: zero-shot only on a set without training images).
         out_dir: Results folder.
         options: Protocol options (:class:`EvalOptions`).
         data_root: Folder holding registry benchmarks (default :func:`default_data_root`).
@@ -547,6 +564,8 @@ def evaluate(
     model_id = _model_id(info)
     embed = _Embedder(model, Path(cache_dir) if cache_dir else None, batch_size, progress)
     cache: dict[str, Any] = {}
+    if _asks_all(tasks) and source.kind == "classification":
+        names = _tasks_the_split_allows(names, source, options, cache)
     written = []
     for task in names:
         path = result_path(out_dir, model_id, source.name, task)
