@@ -30,8 +30,8 @@ import os
 import re
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -388,8 +388,12 @@ def _retrieval_input(source: _Source, options: EvalOptions) -> bm.RetrievalData:
     return bm.load_caption_set(source.path, source.path.parent / "images", split="test")
 
 
-def _score_retrieval(source: _Source, embed: _Embedder, options: EvalOptions) -> _Scored:
-    data = _retrieval_input(source, options)
+def _score_retrieval(
+    source: _Source, embed: _Embedder, options: EvalOptions, cache: dict
+) -> _Scored:
+    if "ret" not in cache:
+        cache["ret"] = _retrieval_input(source, options)
+    data = cache["ret"]
     captions = list(data.captions)
     if options.caption_prefix:
         captions = [options.caption_prefix + c for c in captions]
@@ -409,8 +413,12 @@ def _score_retrieval(source: _Source, embed: _Embedder, options: EvalOptions) ->
     return _Scored(out, {}, record)
 
 
-def _score_counting(source: _Source, embed: _Embedder, options: EvalOptions) -> _Scored:
-    data, meta = bm.load_counting(source.path)
+def _score_counting(
+    source: _Source, embed: _Embedder, options: EvalOptions, cache: dict
+) -> _Scored:
+    if "count" not in cache:
+        cache["count"] = bm.load_counting(source.path)
+    data, meta = cache["count"]
     numbers = list(options.counting_numbers)
     img = embed.images(data.images)
     out: dict[str, Any] = {}
@@ -439,6 +447,26 @@ def _score_counting(source: _Source, embed: _Embedder, options: EvalOptions) -> 
         "split_hash": bm.split_hash(data.ids, ["test"] * len(data.ids)),
     }
     return _Scored(out, details, record)
+
+
+def _score_task(
+    task: str, source: _Source, embed: _Embedder, options: EvalOptions, cache: dict
+) -> _Scored:
+    """Score one task; ``cache`` keeps loaded data and embeddings between a run's tasks."""
+    if task == "retrieval":
+        return _score_retrieval(source, embed, options, cache)
+    if task == "counting":
+        return _score_counting(source, embed, options, cache)
+    return _score_classification(task, source, embed, options, cache)
+
+
+def _load_data(source: _Source, options: EvalOptions) -> dict[str, Any]:
+    """A benchmark's data, loaded once (the cache entries the scoring functions look for)."""
+    if source.kind == "classification":
+        return {"cls": _classification_input(source, options)}
+    if source.kind == "retrieval":
+        return {"ret": _retrieval_input(source, options)}
+    return {"count": bm.load_counting(source.path)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -573,12 +601,7 @@ def evaluate(
         if skip_existing and path.exists():
             continue
         started = time.perf_counter()
-        if task == "retrieval":
-            scored = _score_retrieval(source, embed, options)
-        elif task == "counting":
-            scored = _score_counting(source, embed, options)
-        else:
-            scored = _score_classification(task, source, embed, options, cache)
+        scored = _score_task(task, source, embed, options, cache)
         _write_result(path, info, source, task, scored, options, started)
     if save_embeddings is not None:
         _save_embeddings(Path(save_embeddings), source, embed, options, info, cache)
@@ -611,7 +634,7 @@ def _save_embeddings(
         _save_npy(out / "classes.npy", embed.class_embeddings(classnames, templates))
         meta.update(classnames=classnames, templates=templates)
     elif source.kind == "retrieval":
-        data = _retrieval_input(source, options)
+        data = cache.get("ret") or _retrieval_input(source, options)
         _save_npy(out / "images.npy", embed.images(data.images))
         _save_npy(out / "texts.npy", embed.texts(data.captions))
         _save_npy(out / "text_to_image.npy", data.text_to_image)
@@ -735,3 +758,144 @@ def _score_precomputed(
         )
         details = {"shots": out.pop("shots"), "skipped": out.pop("skipped")}
     return _Scored(out, details, {**record, "n_train": int(train.sum()), "n_test": int(test.sum())})
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation during training
+
+TrainEvalFn = Callable[[Any, Any, Any], dict[str, float]]
+
+
+@dataclass
+class _Prepared:
+    source: _Source
+    tasks: list[str]
+    data: dict[str, Any]
+
+
+def _tasks_for(tasks: str | Sequence[str], source: _Source) -> list[str]:
+    """The requested tasks that apply to this benchmark (``all``: every one its data allows)."""
+    names = [tasks] if isinstance(tasks, str) else list(tasks)
+    if "all" in names:
+        return expand_tasks("all", source.kind, source.name)
+    unknown = [t for t in names if t not in TASKS]
+    if unknown:
+        raise EvaluationError(f"unknown task {unknown[0]!r}; choose from {', '.join(TASKS)}, all")
+    kept = [t for t in names if t in TASKS_BY_KIND[source.kind]]
+    if not kept:
+        raise EvaluationError(
+            f"none of the tasks {', '.join(names)} applies to {source.name} (a {source.kind} "
+            f"benchmark: {', '.join(TASKS_BY_KIND[source.kind])})"
+        )
+    return kept
+
+
+def _training_bundle(model: Any, preprocess: Any, tokenizer: Any) -> Any:
+    """A :class:`LoadedModel` view of a model being trained (never cached: weights change)."""
+    from terrascribe.models.zoo import LoadedModel
+
+    param = next(model.parameters())
+    visual = getattr(model, "visual", None)
+    projection = getattr(model, "text_projection", None)
+    embed_dim = getattr(visual, "output_dim", None) or (
+        projection.shape[-1] if projection is not None else 0
+    )
+    return LoadedModel(
+        model=model,
+        preprocess=preprocess,
+        tokenizer=tokenizer,
+        name="training",
+        pretrained=None,
+        arch=type(model).__name__,
+        fingerprint="",
+        embed_dim=int(embed_dim),
+        image_size=getattr(visual, "image_size", 0),
+        device=param.device,
+    )
+
+
+def _flat_metrics(prefix: str, values: dict[str, Any]) -> dict[str, float]:
+    """Finite scalar metrics as ``{prefix/name: float}`` (NaN acc5 of < 5 classes dropped)."""
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+            continue
+        if math.isfinite(float(value)):
+            out[f"{prefix}/{key}"] = float(value)
+    return out
+
+
+def make_train_eval_fn(
+    benchmarks: Sequence[str | Path],
+    tasks: str | Sequence[str] = ("zeroshot",),
+    *,
+    options: EvalOptions | None = None,
+    data_root: str | Path | None = None,
+    max_per_class: int | None = None,
+    batch_size: int = 64,
+    progress: bool = False,
+) -> TrainEvalFn:
+    """An ``eval_fn(model, preprocess, tokenizer) -> dict`` for :func:`terrascribe.train.train`.
+
+    Benchmarks are resolved and their files listed now, so a wrong name or a missing folder
+    fails before training starts; each call embeds afresh (the weights change between calls, so
+    nothing is cached) and scores every (benchmark, task). Nothing is written to disk: the
+    trainer logs the numbers (as ``eval/<benchmark>/<task>/<metric>``).
+
+    Args:
+        benchmarks: Registry names (files under ``data_root``), ``NAME:PATH`` attribute tasks,
+            or paths, as for :func:`evaluate`.
+        tasks: Tasks to run where they apply (``zeroshot`` on scene sets, ``retrieval`` on
+            caption sets...; a benchmark to which none applies is an error), or ``"all"``.
+        options: Protocol options (:class:`EvalOptions`).
+        data_root: Folder holding registry benchmarks.
+        max_per_class: Subsample each classification benchmark to this many images per class
+            and split (seeded by ``options.seed``), to keep evaluation cheap during training.
+        batch_size: Images per forward pass.
+        progress: Show progress bars.
+
+    Returns:
+        A callable returning flat metrics, e.g. ``{"siri-whu/zeroshot/acc1": 0.42,
+        "siri-whu/zeroshot/mean_per_class_recall": 0.40}`` (finite floats only).
+
+    Raises:
+        BenchmarkNotFoundError: If a benchmark's files are missing.
+        EvaluationError: If no task applies to a benchmark, or two benchmarks share a name.
+    """
+    options = options or EvalOptions()
+    if max_per_class is not None:
+        options = replace(options, max_per_class=max_per_class)
+    if not benchmarks:
+        raise EvaluationError("no benchmark to evaluate during training")
+    prepared: list[_Prepared] = []
+    for benchmark in benchmarks:
+        source = resolve_source(benchmark, data_root)
+        if any(p.source.name == source.name for p in prepared):
+            raise EvaluationError(
+                f"two benchmarks are both called {source.name!r} ({benchmark}); "
+                "their metrics would collide"
+            )
+        names = _tasks_for(tasks, source)
+        data = _load_data(source, options)
+        if _asks_all(tasks) and source.kind == "classification":
+            names = _tasks_the_split_allows(names, source, options, data)
+        prepared.append(_Prepared(source, names, data))
+
+    def eval_fn(model: Any, preprocess: Any, tokenizer: Any) -> dict[str, float]:
+        was_training = model.training
+        model.eval()
+        try:
+            embed = _Embedder(
+                _training_bundle(model, preprocess, tokenizer), None, batch_size, progress
+            )
+            out: dict[str, float] = {}
+            for item in prepared:
+                cache = dict(item.data)  # loaded data only: embeddings are made per call
+                for task in item.tasks:
+                    scored = _score_task(task, item.source, embed, options, cache)
+                    out.update(_flat_metrics(f"{item.source.name}/{task}", scored.metrics))
+            return out
+        finally:
+            model.train(was_training)
+
+    return eval_fn
