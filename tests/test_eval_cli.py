@@ -24,11 +24,13 @@ def _eval(*args: str) -> str:
 @pytest.mark.slow
 @pytest.mark.real_data
 def test_every_task_on_real_scenes_and_report(shared_data, tmp_path):
-    """SIRI-WHU and RSSCN7, subsampled to 12 images per class and split to stay fast."""
+    """SIRI-WHU and RSSCN7, every task; kept fast by a subsample (12 images per class and
+    split), few shots and a 3-value probe grid: probe fits were most of this test's time."""
     out, cache = tmp_path / "results", tmp_path / "cache"
     common = ["--model", "ts-tiny", "--task", "all", "--out", str(out), "--cache-dir", str(cache),
               "--data-root", str(shared_data / "scenes"), "--max-per-class", "12",
-              "--shots", "1,4,8", "--few-shot-seeds", "0,1", "--quiet"]  # fmt: skip
+              "--shots", "1,4", "--few-shot-seeds", "0,1", "--probe-c-grid", "0.1,10,1000",
+              "--quiet"]  # fmt: skip
     _eval("--benchmark", "siri-whu", "--benchmark", "rsscn7", *common)
     files = sorted(p.name for p in out.glob("*.json"))
     assert len(files) == 8  # 2 benchmarks x (zeroshot, linear-probe, knn, few-shot)
@@ -39,6 +41,13 @@ def test_every_task_on_real_scenes_and_report(shared_data, tmp_path):
         for key, value in result["metrics"].items():
             if value is not None and "std" not in key and key != "C":
                 assert 0 <= value <= 1, (path.name, key, value)
+        if result["task"] in ("linear-probe", "few-shot"):
+            assert result["protocol"]["c_grid"] == [0.1, 10, 1000]
+        if result["task"] == "linear-probe":
+            assert result["metrics"]["C"] in (0.1, 10, 1000)
+        if result["task"] == "few-shot":
+            assert set(result["details"]["shots"]) == {"1", "4"}
+            assert len(result["details"]["shots"]["4"]["acc1_runs"]) == 2
         if result["task"] == "zeroshot":
             n = len(result["classnames"])
             assert n in (7, 12) and len(result["details"]["confusion_matrix"]) == n
@@ -132,6 +141,9 @@ def test_cli_errors_are_one_line(tmp_path):
     result = runner.invoke(app, ["eval", "--model", "ts-tiny", "--benchmark", str(bench),
                                  "--task", "zeroshot", "--out", str(tmp_path / "r")])  # fmt: skip
     assert result.exit_code == 1 and "does not apply" in result.output
+    result = runner.invoke(app, ["eval", "--model", "ts-tiny", "--benchmark", str(bench),
+                                 "--probe-c-grid", "0,1", "--out", str(tmp_path)])  # fmt: skip
+    assert result.exit_code == 2 and "positive numbers" in result.output
     result = runner.invoke(app, ["eval", "report", str(tmp_path / "nothing")])
     assert result.exit_code == 1 and "no such results folder" in result.output
 

@@ -245,7 +245,9 @@ def test_caption_metrics_with_java():
         pytest.skip("java not installed")
     perfect = metrics.caption_metrics(REFS, [REFS[0][0], REFS[1][0]])
     assert set(perfect) == {"BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr"}
+    meteor = metrics._METEOR
     worse = metrics.caption_metrics(REFS, ["a river", "a plane"])
+    assert metrics._METEOR is meteor  # one METEOR start-up (~10 s) per process, not per call
     for key in perfect:
         assert perfect[key] > worse[key]
         assert worse[key] >= 0

@@ -27,6 +27,16 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
     return values
 
 
+def _floats(text: str, what: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise typer.BadParameter(f"{what} must be comma-separated numbers, got {text!r}") from None
+    if not values or min(values) <= 0:
+        raise typer.BadParameter(f"{what} needs positive numbers, got {text!r}")
+    return values
+
+
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the root app."""
     eval_app = typer.Typer(
@@ -103,6 +113,11 @@ def register(app: typer.Typer) -> None:
         ),
         knn_k: int = typer.Option(20, "--knn-k", help="k of k-NN."),
         knn_temperature: float = typer.Option(0.07, "--knn-temperature", help="k-NN temperature."),
+        probe_c_grid: str = typer.Option(
+            "0.01,0.1,1,10,100,1000,10000",
+            "--probe-c-grid",
+            help="Regularisation strengths C the linear/few-shot probes choose from.",
+        ),
         shots: str = typer.Option("1,4,8,16,32", "--shots", help="Few-shot k values."),
         few_shot_seeds: str = typer.Option("0,1,2", "--few-shot-seeds", help="Few-shot seeds."),
         training_data: list[Path] = typer.Option(
@@ -140,6 +155,7 @@ def register(app: typer.Typer) -> None:
             caption_prefix=caption_prefix,
             knn_k=knn_k,
             knn_temperature=knn_temperature,
+            c_grid=_floats(probe_c_grid, "--probe-c-grid"),
             shots=_ints(shots, "--shots"),
             few_shot_seeds=_ints(few_shot_seeds, "--few-shot-seeds"),
             training_data=[str(p) for p in training_data],

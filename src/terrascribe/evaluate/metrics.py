@@ -15,8 +15,10 @@ Conventions shared by every function:
 
 from __future__ import annotations
 
+import atexit
 import re
 import shutil
+import threading
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -684,7 +686,9 @@ def caption_metrics(
 
     Captions are tokenised with the Stanford PTB tokenizer as in the COCO evaluation when Java is
     available; without Java, a lower-case alphanumeric tokenizer is used and METEOR (a Java
-    program) is skipped with a warning (its key is then absent).
+    program) is skipped with a warning (its key is then absent). The METEOR process is started
+    once per Python process and reused by later calls (its start-up, loading a paraphrase table,
+    takes ~10 s); it is stopped at exit.
 
     Args:
         references: For each image, its reference captions (list, or mapping id -> list).
@@ -730,13 +734,7 @@ def caption_metrics(
     for i, value in enumerate(bleu, start=1):
         out[f"BLEU-{i}"] = float(value)
     if java:
-        from pycocoevalcap.meteor.meteor import Meteor
-
-        meteor = Meteor()
-        try:
-            out["METEOR"] = float(meteor.compute_score(gts, res)[0])
-        finally:
-            _close_meteor(meteor)
+        out["METEOR"] = _meteor_score(gts, res)
     else:
         warnings.warn("java not found: METEOR skipped (install a JRE to compute it)", stacklevel=2)
     out["ROUGE-L"] = float(Rouge().compute_score(gts, res)[0])
@@ -744,11 +742,37 @@ def caption_metrics(
     return out
 
 
+# One METEOR Java process per Python process, started on first use: loading its paraphrase
+# table takes ~10 s, so scoring several models or checkpoints must not pay it every time.
+_METEOR: Any = None
+_METEOR_LOCK = threading.Lock()
+
+
+def _meteor_score(gts: dict, res: dict) -> float:
+    global _METEOR
+    with _METEOR_LOCK:
+        if _METEOR is None or _METEOR.meteor_p.poll() is not None:
+            from pycocoevalcap.meteor.meteor import Meteor
+
+            _METEOR = Meteor()
+            atexit.register(_close_meteor, _METEOR)
+        try:
+            return float(_METEOR.compute_score(gts, res)[0])
+        except BaseException:
+            # a half-read answer would desynchronise the next call: start afresh next time
+            _close_meteor(_METEOR)
+            _METEOR = None
+            raise
+
+
 def _close_meteor(meteor: Any) -> None:
     """Stop METEOR's Java subprocess (pycocoevalcap only does it at garbage collection)."""
     proc = getattr(meteor, "meteor_p", None)
     if proc is not None and proc.poll() is None:
-        with meteor.lock:
-            proc.stdin.close()
-            proc.kill()
-            proc.wait()
+        # not under meteor.lock: a failed compute_score may have left it held
+        proc.stdin.close()
+        proc.kill()
+        proc.wait()
+    lock = getattr(meteor, "lock", None)
+    if lock is not None and lock.locked():
+        lock.release()  # else pycocoevalcap's __del__ would wait on it forever

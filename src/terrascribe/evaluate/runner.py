@@ -81,6 +81,7 @@ class EvalOptions:
         caption_prefix: Retrieval: text put before every caption (SkyScript: "a satellite
             image. "). None: none.
         knn_k: k of k-NN. knn_temperature: temperature of k-NN's weighted vote.
+        c_grid: Inverse regularisation strengths the linear and few-shot probes choose from.
         shots: Few-shot k values. few_shot_seeds: Seeds of the few-shot draws.
         counting_numbers: Candidate counts for counting.
         training_data: Datasets the model was trained on (their contamination.json is shown
@@ -97,6 +98,7 @@ class EvalOptions:
     caption_prefix: str | None = None
     knn_k: int = 20
     knn_temperature: float = 0.07
+    c_grid: tuple[float, ...] = metrics.DEFAULT_C_GRID
     shots: tuple[int, ...] = (1, 4, 8, 16, 32)
     few_shot_seeds: tuple[int, ...] = (0, 1, 2)
     counting_numbers: tuple[int, ...] = tuple(range(1, 11))
@@ -343,7 +345,13 @@ def _score_classification(
         record.update(k=options.knn_k, temperature=options.knn_temperature)
     elif task == "linear-probe":
         out = metrics.linear_probe(
-            train_e, train_y, test_e, test_y, seed=options.seed, n_classes=n_classes
+            train_e,
+            train_y,
+            test_e,
+            test_y,
+            c_grid=options.c_grid,
+            seed=options.seed,
+            n_classes=n_classes,
         )
     else:
         out = metrics.few_shot(
@@ -353,6 +361,7 @@ def _score_classification(
             test_y,
             shots=options.shots,
             seeds=options.few_shot_seeds,
+            c_grid=options.c_grid,
             n_classes=n_classes,
         )
         details = {"shots": out.pop("shots"), "skipped": out.pop("skipped")}
@@ -751,10 +760,16 @@ def _score_precomputed(
             *args, k=options.knn_k, temperature=options.knn_temperature, n_classes=n_classes
         )
     elif task == "linear-probe":
-        out = metrics.linear_probe(*args, seed=options.seed, n_classes=n_classes)
+        out = metrics.linear_probe(
+            *args, c_grid=options.c_grid, seed=options.seed, n_classes=n_classes
+        )
     else:
         out = metrics.few_shot(
-            *args, shots=options.shots, seeds=options.few_shot_seeds, n_classes=n_classes
+            *args,
+            shots=options.shots,
+            seeds=options.few_shot_seeds,
+            c_grid=options.c_grid,
+            n_classes=n_classes,
         )
         details = {"shots": out.pop("shots"), "skipped": out.pop("skipped")}
     return _Scored(out, details, {**record, "n_train": int(train.sum()), "n_test": int(test.sum())})
