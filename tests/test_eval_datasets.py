@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 
 import numpy as np
@@ -10,7 +9,7 @@ import pytest
 
 from terrascribe.evaluate import benchmarks as bm
 from terrascribe.evaluate import metrics
-from terrascribe.evaluate.runner import EvaluationError, evaluate, score_embeddings
+from terrascribe.evaluate.runner import EvalOptions, EvaluationError, evaluate, score_embeddings
 from terrascribe.records import ImageObject, Sample
 from terrascribe.shards import Dataset, write_dataset
 
@@ -48,7 +47,7 @@ def _items(job: list[int]):
 def osm_dataset(tmp_path_factory):
     out = tmp_path_factory.mktemp("osm-ds") / "ds"
     jobs = [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
-    write_dataset(out, jobs, functools.partial(_items), builder="test-osm", progress=False)
+    write_dataset(out, jobs, _items, builder="test-osm", progress=False)
     return out
 
 
@@ -89,16 +88,10 @@ def test_road_attributes_use_clean_class_names(osm_dataset, tiny_model, tmp_path
             f"road-surface:{osm_dataset}",
             "zeroshot",
             tmp_path / "raw",
-            options=_options(classnames="folder"),
+            options=EvalOptions(classnames="folder"),
         )
     )
     assert "paving_stones" in raw["classnames"]
-
-
-def _options(**kw):
-    from terrascribe.evaluate.runner import EvalOptions
-
-    return EvalOptions(**kw)
 
 
 def test_attribute_task_all_runs_what_a_test_only_set_allows(osm_dataset, tiny_model, tmp_path):
@@ -154,7 +147,7 @@ def test_retrieval_over_a_terrascribe_dataset(osm_dataset, tiny_model, tmp_path)
             osm_dataset,
             "retrieval",
             tmp_path / "dedup",
-            options=_options(dedup=True),
+            options=EvalOptions(dedup=True),
             progress=False,
         )
     )
