@@ -51,9 +51,13 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """Headless Debian Chromium driven by Playwright; skipped when either is missing."""
+    """Headless Debian Chromium driven by Playwright; skipped when either is missing.
+
+    Module-scoped: Playwright's sync API runs an event loop in this thread while it is open,
+    which would break ``asyncio.run`` in tests of other modules.
+    """
     if not CHROMIUM.exists():
         pytest.skip("needs Debian's chromium (make browser installs it)")
     sync_api = pytest.importorskip("playwright.sync_api")
