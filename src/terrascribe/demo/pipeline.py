@@ -236,8 +236,52 @@ def step_evaluate(ctx: StepContext) -> dict[str, Any]:
     }
 
 
+def step_real_osm(ctx: StepContext) -> dict[str, Any]:
+    """Real imagery and real OSM: the Sintra XYZ tiles with their OSM labels."""
+    from terrascribe.build.osm import build_osm_dataset
+
+    sintra = Path(ctx.options["real_data"]) / "aerial" / "sintra_z17"
+    out = ctx.out / "datasets" / "real-osm"
+    build_osm_dataset(sintra / "labels.geojson", sintra / "tiles", out, seed=ctx.seed)
+    return _dataset_summary(out)
+
+
+def step_evaluate_real(ctx: StepContext) -> dict[str, Any]:
+    """The trained tiny model on real scene benchmarks (it has seen only synthetic images)."""
+    from terrascribe.evaluate.report import write_report
+    from terrascribe.evaluate.runner import EvalOptions, evaluate
+    from terrascribe.models.zoo import load_model
+
+    scenes = Path(ctx.options["real_data"]) / "scenes"
+    results = ctx.out / "eval"
+    options = EvalOptions(seed=ctx.seed, max_per_class=20)
+    for pretrained in (None, ctx.results["train"]["checkpoint"]):
+        bundle = load_model("ts-tiny", pretrained, seed=ctx.seed)
+        for folder in sorted(p for p in scenes.iterdir() if p.is_dir()):
+            evaluate(
+                bundle,
+                folder,
+                ["zeroshot", "knn", "linear-probe"],
+                results,
+                options=options,
+                cache_dir=ctx.out / "cache",
+                skip_existing=True,
+            )
+    report = write_report(results)
+    ctx.results["evaluate"].update(
+        results=report["results"],
+        markdown=str(report["markdown"]),
+        plots=[str(p) for p in report["plots"]],
+    )
+    return {"benchmarks": sorted(p.name for p in scenes.iterdir() if p.is_dir())}
+
+
 def all_steps(real_data: bool = False) -> list[Step]:
-    """The demo's steps, in order."""
+    """The demo's steps, in order (with ``real_data``, two more on ../shared/data)."""
+    real = [
+        Step("real-osm", "build from real tiles and real OSM (Sintra)", step_real_osm),
+        Step("evaluate-real", "evaluate on real scene benchmarks", step_evaluate_real),
+    ]
     return [
         Step("sample-data", "generate the sample region", step_sample_data),
         Step("build-osm", "build a dataset from OSM + imagery (SkyScript method)", step_build_osm),
@@ -252,4 +296,5 @@ def all_steps(real_data: bool = False) -> list[Step]:
         Step("curate", "merge, de-duplicate, score, filter, split by place", step_curate),
         Step("train", "continually pre-train the tiny CLIP", step_train),
         Step("evaluate", "zero-shot, linear probe, k-NN, retrieval", step_evaluate),
+        *(real if real_data else []),
     ]
