@@ -5,19 +5,8 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from pathlib import Path
 
 import pytest
-
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
 
 
 def _free_port() -> int:
@@ -51,47 +40,38 @@ def server(sample_region, tiny_model, tmp_path_factory):
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_page_query_shows_hits(server, tmp_path):
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} not installed (make browser installs it)")
-    sync_api = pytest.importorskip("playwright.sync_api")
+def test_page_query_shows_hits(server, browser, tmp_path):
     errors: list[str] = []
     outside: list[str] = []
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1200, "height": 800})
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.on(
-                "request",
-                lambda r: (
-                    outside.append(r.url)
-                    if not r.url.startswith((server, "blob:", "data:"))
-                    else None
-                ),
-            )
-            page.goto(server + "/")
-            page.wait_for_function(
-                "document.getElementById('status').textContent.includes('16 tiles')"
-            )
-            page.fill("#q", "red roofs")
-            page.fill("#k", "6")
-            page.click("button[type=submit]")
-            page.wait_for_function("document.querySelectorAll('#hits li').length === 6")
-            page.wait_for_function(
-                "[...document.querySelectorAll('#hits img')]"
-                ".every(i => i.complete && i.naturalWidth > 0)"
-            )
-            assert page.locator(".leaflet-image-layer").count() == 6
-            assert page.locator("path.leaflet-interactive").count() >= 6  # footprints
-            assert "6 hits" in page.text_content("#status")
-            page.locator("#hits li").first.click()
-            page.wait_for_selector("#detail:not([hidden])")
-            page.wait_for_function("document.getElementById('detail-meta').rows.length > 5")
-            assert "region.tif" in page.text_content("#detail-meta")
-            page.screenshot(path=str(tmp_path / "page.png"))
-        finally:
-            browser.close()
+    page = browser.new_page(viewport={"width": 1200, "height": 800})
+    try:
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on(
+            "request",
+            lambda r: (
+                outside.append(r.url) if not r.url.startswith((server, "blob:", "data:")) else None
+            ),
+        )
+        page.goto(server + "/")
+        page.wait_for_function("document.getElementById('status').textContent.includes('16 tiles')")
+        page.fill("#q", "red roofs")
+        page.fill("#k", "6")
+        page.click("button[type=submit]")
+        page.wait_for_function("document.querySelectorAll('#hits li').length === 6")
+        page.wait_for_function(
+            "[...document.querySelectorAll('#hits img')]"
+            ".every(i => i.complete && i.naturalWidth > 0)"
+        )
+        assert page.locator(".leaflet-image-layer").count() == 6
+        assert page.locator("path.leaflet-interactive").count() >= 6  # footprints
+        assert "6 hits" in page.text_content("#status")
+        page.locator("#hits li").first.click()
+        page.wait_for_selector("#detail:not([hidden])")
+        page.wait_for_function("document.getElementById('detail-meta').rows.length > 5")
+        assert "region.tif" in page.text_content("#detail-meta")
+        page.screenshot(path=str(tmp_path / "page.png"))
+    finally:
+        page.close()
     assert errors == []
     assert outside == []  # nothing fetched from outside the service (no CDN, no base map)
