@@ -29,8 +29,10 @@ import re
 import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+from typing import TypeVar
 
 GSD_LEVELS: tuple[float, ...] = (0.1, 0.2, 0.6, 1.0, 10.0)
 """SkyScript's GSD classes in metres: a tag's ``max_gsd_m`` is one of these."""
@@ -49,6 +51,8 @@ COLUMNS = (
     "applies_to",
 )
 REQUIRED_COLUMNS = ("key", "value", "visible", "max_gsd_m", "phrase", "category")
+
+T = TypeVar("T")
 
 _DATA_PACKAGE = "terrascribe.text.data"
 _TABLE_FILE = "osm_tags.csv"
@@ -73,7 +77,19 @@ def clean_text(text: object) -> str:
     non-breaking spaces and the odd control character. Everything that reaches a caption or a
     table lookup goes through here first.
     """
-    text = unicodedata.normalize("NFKC", str(text))
+    text = str(text)
+    if text.isascii() and text.isprintable():
+        # Printable ASCII is NFKC-stable and holds no control characters: only spaces can need
+        # collapsing. This is nearly every OSM tag, and the slow path costs ~8 us per call.
+        if "  " in text or text[:1] == " " or text[-1:] == " ":
+            return " ".join(text.split())
+        return text
+    return _clean_unicode(text)
+
+
+@lru_cache(maxsize=65536)
+def _clean_unicode(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text)
     kept = []
     for ch in text:
         cat = unicodedata.category(ch)
@@ -340,6 +356,11 @@ class TagTable:
         self._patterns = sorted(patterns, key=lambda r: (-len(r.key.replace("*", "")), r.key))
         digest = hashlib.sha256(self.to_csv().encode("utf-8")).hexdigest()
         self.fingerprint = digest[:16]
+        # Answers per tag and per tag set: a table never changes after construction, and the
+        # builders ask about the same few thousand tag sets millions of times.
+        self._lookup_cache: dict[tuple[str, str], TagRule | None] = {}
+        self._visible_cache: dict[tuple[object, ...], tuple[TagRule, ...]] = {}
+        self._max_gsd_cache: dict[tuple[object, ...], float | None] = {}
 
     # construction ------------------------------------------------------------------------------
 
@@ -468,6 +489,16 @@ class TagTable:
         Returns:
             The rule, or None when the table knows neither the tag nor its key.
         """
+        cache_key = (key, value)
+        try:
+            rule = self._lookup_cache.get(cache_key, _MISSING)
+        except TypeError:  # an unhashable value: look it up uncached
+            return self._lookup(key, value)
+        if rule is _MISSING:
+            rule = _remember(self._lookup_cache, cache_key, self._lookup(key, value))
+        return rule  # type: ignore[return-value]
+
+    def _lookup(self, key: str, value: str) -> TagRule | None:
         key, value = normalise_tag(key, value)
         if not key:
             return None
@@ -518,15 +549,24 @@ class TagTable:
             tags: The object's OSM tags.
             gsd_m: Ground sampling distance of the imagery; None ignores resolution.
         """
+        cache_key = _tags_key(tags, gsd_m)
+        if cache_key is None:
+            return list(self._visible_rules(tags, gsd_m))
+        rules = self._visible_cache.get(cache_key)
+        if rules is None:
+            rules = _remember(self._visible_cache, cache_key, self._visible_rules(tags, gsd_m))
+        return list(rules)
+
+    def _visible_rules(self, tags: Mapping[str, str], gsd_m: float | None) -> tuple[TagRule, ...]:
         clean, rules = self._rules_of(tags)
         if any(r.role == "hide" and r.applies(clean) for r in rules):
-            return []
+            return ()
         shown = [r for r in rules if r.visible_at(gsd_m) and r.applies(clean)]
         features = sorted(
             (r for r in shown if r.role == "feature"), key=lambda r: (-r.priority, r.key, r.value)
         )
         if not features:
-            return []
+            return ()
         attributes = sorted(
             (r for r in shown if r.role == "attribute"), key=lambda r: (-r.priority, r.key, r.value)
         )
@@ -536,7 +576,7 @@ class TagTable:
             if rule.phrase not in phrases:
                 phrases.add(rule.phrase)
                 ordered.append(rule)
-        return ordered
+        return tuple(ordered)
 
     def main_rule(self, tags: Mapping[str, str], gsd_m: float | None = None) -> TagRule | None:
         """The object's main visible feature at ``gsd_m`` (None when nothing is visible)."""
@@ -545,6 +585,14 @@ class TagTable:
 
     def max_gsd(self, tags: Mapping[str, str]) -> float | None:
         """Coarsest GSD (m) at which the object still shows a feature; None if it never does."""
+        cache_key = _tags_key(tags, None)
+        if cache_key is None:
+            return self._max_gsd(tags)
+        if cache_key in self._max_gsd_cache:
+            return self._max_gsd_cache[cache_key]
+        return _remember(self._max_gsd_cache, cache_key, self._max_gsd(tags))
+
+    def _max_gsd(self, tags: Mapping[str, str]) -> float | None:
         clean, rules = self._rules_of(tags)
         if any(r.role == "hide" and r.applies(clean) for r in rules):
             return None
@@ -559,3 +607,24 @@ class TagTable:
         """The object's tags the table has no rule for (candidates for the classifier)."""
         clean, _ = self._rules_of(tags)
         return [(k, v) for k, v in clean.items() if self.lookup(k, v) is None]
+
+
+_CACHE_LIMIT = 100_000
+_MISSING = object()
+
+
+def _remember(cache: dict, key: object, value: T) -> T:
+    if len(cache) >= _CACHE_LIMIT:  # bounded: planet-scale runs see millions of distinct names
+        cache.clear()
+    cache[key] = value
+    return value
+
+
+def _tags_key(tags: Mapping[str, str], gsd_m: float | None) -> tuple[object, ...] | None:
+    """A cache key for a tag set (order kept: cleaning can merge keys, the later one wins)."""
+    key = (gsd_m, *tags.items())
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
