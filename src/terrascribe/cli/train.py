@@ -98,9 +98,28 @@ def train_command(
     stop_at_step: int = typer.Option(None, help="End this run after that step (checkpointed)."),
     export: bool = typer.Option(True, help="Write the hf-hub layout to OUT/export at the end."),
     tensorboard: bool = typer.Option(True, help="Write TensorBoard logs to OUT/tensorboard."),
+    eval_benchmark: list[str] = typer.Option(
+        [], help="Benchmark (registry name or folder) scored during training (repeatable)."
+    ),
+    eval_task: list[str] = typer.Option(["zeroshot"], help="Tasks of the periodic evaluation."),
+    eval_every: int = typer.Option(None, help="Evaluate every N steps (default: at the end)."),
+    eval_max_per_class: int = typer.Option(None, help="Subsample evaluation images per class."),
+    eval_data_root: Path = typer.Option(None, help="Root of registry benchmarks' files."),
 ) -> None:
     """Continually pre-train a CLIP model on terrascribe datasets (torchrun for DDP)."""
     from terrascribe.train import AugmentConfig, TrainConfig, train
+
+    # Built before training so that a wrong benchmark fails now, not after the first N steps.
+    eval_fn = None
+    if eval_benchmark:
+        from terrascribe.evaluate.runner import make_train_eval_fn
+
+        eval_fn = make_train_eval_fn(
+            eval_benchmark,
+            tuple(eval_task),
+            data_root=eval_data_root,
+            max_per_class=eval_max_per_class,
+        )
 
     config = TrainConfig(
         data=[str(d) for d in data],
@@ -140,8 +159,9 @@ def train_command(
         stop_at_step=stop_at_step,
         export=export,
         tensorboard=tensorboard,
+        eval_every=eval_every,
     )
-    result = train(config)
+    result = train(config, eval_fn=eval_fn)
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun, one summary line (rank 0's)
     typer.echo(
