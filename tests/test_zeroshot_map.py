@@ -165,3 +165,14 @@ def test_real_neon_tile(shared_data, tiny_model, tmp_path):
         assert m.crs == src.crs and m.transform == src.transform and m.shape == (400, 400)
     with rasterio.open(res.probabilities) as p:
         assert p.count == 5 and p.descriptions[0] == "tree"
+
+
+def test_known_land_cover_names_get_conventional_distinct_colours():
+    from terrascribe.apply.zeroshot_map import _colours
+
+    water, forest, sports, farm, other, lake = _colours(
+        ["Water", "forest", "sports field", "farmland", "solar farm panels", "lake"]
+    )
+    assert water == (0, 100, 200) and forest == (0, 100, 0)
+    assert sports != farm  # "sports field" is not farmland
+    assert len({water, forest, sports, farm, other, lake}) == 6  # lake must not reuse water's

@@ -336,11 +336,39 @@ def map_geotiff(
     return result
 
 
-def _colours(n: int) -> list[tuple[int, int, int]]:
+# Conventional land-cover colours (close to ESA WorldCover's legend), matched by a word in the
+# class name, so water is blue and forest green whatever order the classes come in.
+LAND_COVER_COLOURS = (
+    (("water", "river", "lake", "sea", "ocean", "pond", "harbor", "harbour"), (0, 100, 200)),
+    (("forest", "tree", "wood"), (0, 100, 0)),
+    (("grass", "meadow", "park", "pasture"), (150, 210, 90)),
+    # "sports field" before "field": the first matching entry wins.
+    (("sport", "pitch", "stadium", "court", "track"), (160, 70, 200)),
+    (("farm", "field", "crop", "agricultur", "cultivat"), (240, 200, 80)),
+    (("building", "residential", "urban", "house", "industr", "commercial"), (200, 30, 30)),
+    (("road", "highway", "street", "parking", "runway", "railway"), (110, 110, 110)),
+    (("bare", "sand", "beach", "desert", "idle"), (210, 190, 160)),
+    (("snow", "ice", "glacier"), (240, 240, 240)),
+    (("wetland", "marsh", "swamp"), (0, 150, 160)),
+)
+
+
+def _colours(classes: Sequence[str]) -> list[tuple[int, int, int]]:
+    """A colour per class: conventional for known land-cover words, distinct otherwise."""
     import matplotlib
 
-    cmap = matplotlib.colormaps["tab20" if n > 10 else "tab10"]
-    return [tuple(int(255 * v) for v in cmap(i % cmap.N)[:3]) for i in range(n)]
+    cmap = matplotlib.colormaps["tab20" if len(classes) > 10 else "tab10"]
+    colours, used = [], set()
+    for i, name in enumerate(classes):
+        lowered = name.lower()
+        known = next(
+            (c for words, c in LAND_COVER_COLOURS if any(w in lowered for w in words)), None
+        )
+        if known is None or known in used:
+            known = tuple(int(255 * v) for v in cmap(i % cmap.N)[:3])
+        used.add(known)
+        colours.append(known)
+    return colours
 
 
 def _expand(cells: np.ndarray, plan: _Plan, r0: int, r1: int) -> np.ndarray:
@@ -402,7 +430,7 @@ def _write_maps(
         for r0 in range(0, height, block):
             r1 = min(height, r0 + block)
             dst.write(rows_of(labels, r0, r1), 1, window=((r0, r1), (0, width)))
-        cmap = {i: (*c, 255) for i, c in enumerate(_colours(len(result.classes)))}
+        cmap = {i: (*c, 255) for i, c in enumerate(_colours(result.classes))}
         cmap[NODATA_CLASS] = (0, 0, 0, 0)
         dst.write_colormap(1, cmap)
         dst.colorinterp = [ColorInterp.palette]
@@ -446,7 +474,7 @@ def write_preview(
 
     from terrascribe.shards import atomic_write_bytes
 
-    colours = np.array([*_colours(len(classes)), (255, 255, 255)], np.uint8)
+    colours = np.array([*_colours(classes), (255, 255, 255)], np.uint8)
     index = np.where(labels == NODATA_CLASS, len(classes), labels)
     rgb = colours[index]
     h, w = labels.shape
@@ -458,7 +486,7 @@ def write_preview(
         ax.set_title(title, fontsize=10)
     handles = [
         Patch(facecolor=np.array(c) / 255, edgecolor="k", label=n)
-        for n, c in zip(classes, _colours(len(classes)), strict=True)
+        for n, c in zip(classes, _colours(classes), strict=True)
     ]
     ax.legend(
         handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False
