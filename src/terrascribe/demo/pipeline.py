@@ -236,6 +236,51 @@ def step_evaluate(ctx: StepContext) -> dict[str, Any]:
     }
 
 
+SEARCH_QUERIES = ("a parking lot with cars", "a soccer field")
+MAP_CLASSES = ("farmland", "forest", "parking", "residential", "sports field", "water")
+
+
+def step_search(ctx: StepContext) -> dict[str, Any]:
+    """Index the region's GeoTIFF with the trained model and run two text queries."""
+    from terrascribe.models.zoo import load_model
+    from terrascribe.search.index import SearchIndex, build_index
+    from terrascribe.search.query import search
+
+    region = _region(ctx)
+    bundle = load_model("ts-tiny", ctx.results["train"]["checkpoint"])
+    out = ctx.out / "index"
+    report = build_index(
+        [region.geotiff], bundle, out, tile_px=96, gsd_m=0.5, cache_dir=ctx.out / "cache"
+    )
+    index = SearchIndex(out)
+    queries = []
+    for i, text in enumerate(SEARCH_QUERIES):
+        hits = search(index, text, k=10, model=bundle)
+        slug = f"q{i}"
+        sheet = hits.contact_sheet(index, ctx.path("search", f"{slug}.png"), columns=5)
+        hits.write_geojson(ctx.path("search", f"{slug}.geojson"))
+        queries.append(
+            {"query": text, "slug": slug, "hits": len(hits), "contact_sheet": str(sheet)}
+        )
+    return {"index": str(out), "tiles": len(index), "added": str(report)[:300], "queries": queries}
+
+
+def step_map(ctx: StepContext) -> dict[str, Any]:
+    """Zero-shot land-cover map of the region's GeoTIFF with the trained model."""
+    from terrascribe.apply.zeroshot_map import map_geotiff
+    from terrascribe.models.zoo import load_model
+
+    region = _region(ctx)
+    bundle = load_model("ts-tiny", ctx.results["train"]["checkpoint"])
+    result = map_geotiff(region.geotiff, list(MAP_CLASSES), bundle, ctx.path("map", "map.tif"))
+    return {
+        "classes": result.classes,
+        "class_map": str(result.class_map),
+        "preview": str(result.preview) if result.preview else None,
+        "class_fractions": result.class_fractions,
+    }
+
+
 def step_real_osm(ctx: StepContext) -> dict[str, Any]:
     """Real imagery and real OSM: the Sintra XYZ tiles with their OSM labels."""
     from terrascribe.build.osm import build_osm_dataset
@@ -290,11 +335,11 @@ def all_steps(real_data: bool = False) -> list[Step]:
             "build datasets from boxes and masks (RemoteCLIP B2C + M2B)",
             step_build_annotations,
         ),
-        Step(
-            "build-llm", "caption images with the offline captioner (GAIA method)", step_build_llm
-        ),
+        Step("build-llm", "caption scene images with the offline captioner (GAIA)", step_build_llm),
         Step("curate", "merge, de-duplicate, score, filter, split by place", step_curate),
         Step("train", "continually pre-train the tiny CLIP", step_train),
         Step("evaluate", "zero-shot, linear probe, k-NN, retrieval", step_evaluate),
+        Step("search", "index the GeoTIFF and search it by text", step_search),
+        Step("map", "zero-shot map of the GeoTIFF", step_map),
         *(real if real_data else []),
     ]
