@@ -175,4 +175,5 @@ def test_known_land_cover_names_get_conventional_distinct_colours():
     )
     assert water == (0, 100, 200) and forest == (0, 100, 0)
     assert sports != farm  # "sports field" is not farmland
+    assert _colours(["parking", "park"]) == [(110, 110, 110), (150, 210, 90)]
     assert len({water, forest, sports, farm, other, lake}) == 6  # lake must not reuse water's

@@ -342,11 +342,11 @@ LAND_COVER_COLOURS = (
     (("water", "river", "lake", "sea", "ocean", "pond", "harbor", "harbour"), (0, 100, 200)),
     (("forest", "tree", "wood"), (0, 100, 0)),
     (("grass", "meadow", "park", "pasture"), (150, 210, 90)),
-    # "sports field" before "field": the first matching entry wins.
+    # The first matching entry wins: "sports field" is not a field, "parking" is not a park.
+    (("road", "highway", "street", "parking", "runway", "railway"), (110, 110, 110)),
     (("sport", "pitch", "stadium", "court", "track"), (160, 70, 200)),
     (("farm", "field", "crop", "agricultur", "cultivat"), (240, 200, 80)),
     (("building", "residential", "urban", "house", "industr", "commercial"), (200, 30, 30)),
-    (("road", "highway", "street", "parking", "runway", "railway"), (110, 110, 110)),
     (("bare", "sand", "beach", "desert", "idle"), (210, 190, 160)),
     (("snow", "ice", "glacier"), (240, 240, 240)),
     (("wetland", "marsh", "swamp"), (0, 150, 160)),
