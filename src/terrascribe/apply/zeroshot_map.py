@@ -339,12 +339,12 @@ def map_geotiff(
 # Conventional land-cover colours (close to ESA WorldCover's legend), matched by a word in the
 # class name, so water is blue and forest green whatever order the classes come in.
 LAND_COVER_COLOURS = (
+    # The first matching entry wins: "parking" is not a park, "sports field" is not a field.
+    (("road", "highway", "street", "parking", "runway", "railway"), (110, 110, 110)),
+    (("sport", "pitch", "stadium", "court", "track"), (160, 70, 200)),
     (("water", "river", "lake", "sea", "ocean", "pond", "harbor", "harbour"), (0, 100, 200)),
     (("forest", "tree", "wood"), (0, 100, 0)),
     (("grass", "meadow", "park", "pasture"), (150, 210, 90)),
-    # The first matching entry wins: "sports field" is not a field, "parking" is not a park.
-    (("road", "highway", "street", "parking", "runway", "railway"), (110, 110, 110)),
-    (("sport", "pitch", "stadium", "court", "track"), (160, 70, 200)),
     (("farm", "field", "crop", "agricultur", "cultivat"), (240, 200, 80)),
     (("building", "residential", "urban", "house", "industr", "commercial"), (200, 30, 30)),
     (("bare", "sand", "beach", "desert", "idle"), (210, 190, 160)),
