@@ -1,130 +1,154 @@
 """Tile throughput: ``build_osm_dataset`` end to end vs a bare rasterio + JPEG loop (the floor).
 
-Generates a textured UTM GeoTIFF and an OSM file with N buildings on it, builds the dataset with
-1 and 2 workers, then reads exactly the same windows (from the built manifest) with rasterio and
-encodes them to JPEG in a bare loop. Prints samples/s and the ratio to the floor (target >= 0.7).
-The machine is shared: absolute numbers vary; read the ratios.
+Input: the generated sample region (``terrascribe.sample_data.generate``, ``--size`` pixels a side
+at 0.5 m: roads, buildings, parking lots, fields... with matching OSM data), so tiles, captions and
+objects look like real ones. The build runs with 1 and 2 workers into fresh folders; its fixed
+costs (OSM extraction, planning, the report with its map) are timed on their own as well.
 
-    python benchmarks/tiles.py [--objects 400] [--size 4096]
+The floor reads exactly the windows the build wrote (bounds and pixel size from the manifest),
+from one open dataset, with the source's resampling, and encodes them with the dataset's JPEG
+settings (``terrascribe.images.encode_jpeg``): nothing else. A check asserts that the floor's
+pixels equal what the builder's imagery source returns for the same windows.
+
+Prints samples/s and the ratio to the floor (target >= 0.7). The machine is shared: absolute
+numbers vary, read the ratios (both sides run in the same process, one after the other).
+
+    python benchmarks/tiles.py [--size 4096] [--repeat 3] [--workers 1 2]
 """
 
 from __future__ import annotations
 
 import argparse
-import io
+import os
 import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import rasterio
-from PIL import Image
-from rasterio.transform import from_origin
-from rasterio.windows import from_bounds
+from rasterio.enums import Resampling
+from rasterio.windows import Window
 
-from terrascribe.build.osm import TileOptions, build_osm_dataset
-from terrascribe.geo import transformer
+from terrascribe import sample_data
+from terrascribe.build.osm import (
+    TileOptions,
+    _load_table,
+    build_osm_dataset,
+    osm_report,
+    plan_osm_jobs,
+)
+from terrascribe.images import encode_jpeg
 from terrascribe.shards import Dataset
-
-CRS = "EPSG:32633"
-ORIGIN = (400000.0, 5500000.0)
-
-
-def make_inputs(root: Path, n: int, size: int, seed: int = 0) -> tuple[Path, Path]:
-    rng = np.random.default_rng(seed)
-    tif = root / "scene.tif"
-    with rasterio.open(
-        tif,
-        "w",
-        driver="GTiff",
-        width=size,
-        height=size,
-        count=3,
-        dtype="uint8",
-        crs=CRS,
-        transform=from_origin(*ORIGIN, 0.5, 0.5),
-        tiled=True,
-        blockxsize=256,
-        blockysize=256,
-        compress="deflate",
-    ) as dst:
-        for _, window in dst.block_windows(1):
-            dst.write(
-                rng.integers(40, 200, (3, window.height, window.width), dtype=np.uint8),
-                window=window,
-            )
-    to_ll = transformer(CRS, "EPSG:4326")
-    nodes, ways = [], []
-    nid = 1
-    extent = size * 0.5
-    for wid in range(1, n + 1):
-        x, y = rng.uniform(60, extent - 60, 2)
-        w, h = rng.uniform(8, 30, 2)
-        ids = []
-        for px, py in ((x, y), (x + w, y), (x + w, y + h), (x, y + h)):
-            lon, lat = to_ll.transform(ORIGIN[0] + px, ORIGIN[1] - py)
-            nodes.append(f'<node id="{nid}" version="1" lat="{lat:.7f}" lon="{lon:.7f}"/>')
-            ids.append(nid)
-            nid += 1
-        refs = "".join(f'<nd ref="{i}"/>' for i in [*ids, ids[0]])
-        ways.append(f'<way id="{wid}" version="1">{refs}<tag k="building" v="yes"/></way>')
-    osm = root / "scene.osm"
-    osm.write_text('<osm version="0.6">' + "".join(nodes + ways) + "</osm>")
-    return osm, tif
+from terrascribe.sources.imagery import RasterSource
+from terrascribe.sources.osm import extract_osm, visible_tag_filter
 
 
 def build(osm: Path, tif: Path, out: Path, workers: int) -> tuple[float, int]:
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
-    info = build_osm_dataset(
-        osm,
-        tif,
-        out,
-        tiles=TileOptions(tile_px_range=(128, 256)),
-        workers=workers,
-        objects_per_shard=50,
-        progress=False,
-    )
+    info = build_osm_dataset(osm, tif, out, workers=workers, progress=False)
     return time.perf_counter() - t0, info["counts"]["samples"]
 
 
-def floor(tif: Path, out: Path) -> tuple[float, int]:
+def fixed_costs(osm: Path, tif: Path, built: Path, tmp: Path) -> dict[str, float]:
+    """Seconds of the stages whose cost does not grow with the number of tiles written."""
+    times = {}
+    features = tmp / "features"
+    shutil.rmtree(features, ignore_errors=True)
+    t0 = time.perf_counter()
+    extract_osm(osm, features, keep=visible_tag_filter(_load_table(None)), progress=False)
+    times["extract"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    plan_osm_jobs(features, [RasterSource(tif)], tiles=TileOptions(), seed=0)
+    times["plan"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    osm_report(built)
+    times["report"] = time.perf_counter() - t0
+    return times
+
+
+def windows(tif: Path, built: Path) -> list[tuple[Window, int]]:
+    """The windows the build read, as pixel windows of the raster, with their output side."""
+    frame = Dataset(built).manifest()
+    samples = {s.key: s for s in Dataset(built).samples(with_images=False)}
+    out = []
+    with rasterio.open(tif) as src:
+        a, _, c, _, e, f = tuple(src.transform)[:6]
+        for key, width in zip(frame["key"], frame["width"], strict=True):
+            left, bottom, right, top = samples[key].bounds.native
+            col0, row0 = (left - c) / a, (top - f) / e
+            col1, row1 = (right - c) / a, (bottom - f) / e
+            out.append((Window(col0, row0, col1 - col0, row1 - row0), int(width)))
+    return out
+
+
+def floor(tif: Path, wins: list[tuple[Window, int]]) -> float:
     """Read the same windows and JPEG-encode them: nothing else."""
-    samples = list(Dataset(out).samples(with_images=False))
-    meta = [s.bounds.native for s in samples]
-    windows = [s.extra["tile"]["side_px"] for s in samples]
+    resampling = Resampling[RasterSource(tif).resampling]
     t0 = time.perf_counter()
     with rasterio.open(tif) as src:
-        for (left, bottom, right, top), width in zip(meta, windows, strict=True):
-            win = from_bounds(left, bottom, right, top, src.transform)
-            data = src.read(window=win, out_shape=(3, width, width))
-            buf = io.BytesIO()
-            Image.fromarray(np.moveaxis(data, 0, -1)).save(buf, format="JPEG", quality=95)
-    return time.perf_counter() - t0, len(meta)
+        for window, side in wins:
+            data = src.read(window=window, out_shape=(3, side, side), resampling=resampling)
+            encode_jpeg(np.ascontiguousarray(np.moveaxis(data, 0, -1)))
+    return time.perf_counter() - t0
+
+
+def check_same_pixels(tif: Path, built: Path, wins: list[tuple[Window, int]], n: int = 5) -> None:
+    source = RasterSource(tif)
+    resampling = Resampling[source.resampling]
+    samples = list(Dataset(built).samples(with_images=False))[:n]
+    with rasterio.open(tif) as src:
+        for sample, (window, side) in zip(samples, wins, strict=False):
+            ours = source.read(sample.bounds.native, (side, side)).rgb
+            bare = src.read(window=window, out_shape=(3, side, side), resampling=resampling)
+            assert np.array_equal(ours, np.moveaxis(bare, 0, -1)), "floor reads other pixels"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--objects", type=int, default=400)
-    parser.add_argument("--size", type=int, default=4096, help="raster side in pixels")
+    parser.add_argument("--size", type=int, default=4096, help="region side in pixels (0.5 m)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each measure (median)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--work", type=Path, default=None, help="keep inputs here (reused)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        osm, tif = make_inputs(tmp, args.objects, args.size)
-        t1, n1 = build(osm, tif, tmp / "w1", 1)
-        t2, n2 = build(osm, tif, tmp / "w2", 2)
-        tf, nf = floor(tif, tmp / "w1")
-    print(f"{'run':<28}{'samples':>9}{'seconds':>9}{'samples/s':>11}{'vs floor':>10}")
-    floor_rate = nf / tf
-    for name, t, n in (
-        ("build, 1 worker", t1, n1),
-        ("build, 2 workers", t2, n2),
-        ("floor: rasterio + JPEG", tf, nf),
-    ):
-        print(f"{name:<28}{n:>9}{t:>9.2f}{n / t:>11.1f}{(n / t) / floor_rate:>10.2f}")
-    print("\nbuild includes OSM extraction, planning, captions, objects in pixel space, shard and")
-    print("manifest writing; the floor only reads the same windows and encodes JPEG.")
+        region = sample_data.generate(args.work or tmp / "region", seed=0, size_px=args.size)
+        osm, tif = region.osm_pbf, region.geotiff
+        med = statistics.median
+        builds = {}
+        for w in args.workers:
+            runs = [build(osm, tif, tmp / f"w{w}", w) for _ in range(args.repeat)]
+            builds[w] = (med(t for t, _ in runs), runs[0][1])
+        built = tmp / f"w{args.workers[0]}"
+        wins = windows(tif, built)
+        check_same_pixels(tif, built, wins)
+        floor_s = med(floor(tif, wins) for _ in range(args.repeat))
+        fixed = [fixed_costs(osm, tif, built, tmp) for _ in range(args.repeat)]
+    n = len(wins)
+    floor_rate = n / floor_s
+    print(f"{'run':<34}{'samples':>9}{'seconds':>9}{'samples/s':>11}{'vs floor':>10}")
+    for w, (t, count) in builds.items():
+        name = f"build, {w} worker{'s' if w > 1 else ''}"
+        print(f"{name:<34}{count:>9}{t:>9.2f}{count / t:>11.1f}{(count / t) / floor_rate:>10.2f}")
+    print(f"{'floor: rasterio + JPEG':<34}{n:>9}{floor_s:>9.2f}{floor_rate:>11.1f}{1:>10.2f}")
+    stages = {k: med(f[k] for f in fixed) for k in fixed[0]}
+    t1, n1 = builds[args.workers[0]]
+    rest = t1 - sum(stages.values())
+    print(
+        f"\nfixed costs inside the {args.workers[0]}-worker build: "
+        + ", ".join(f"{k} {v:.2f} s" for k, v in stages.items())
+        + f"; tiles + shards: {rest:.2f} s = {rest / n1 * 1e3:.2f} ms/sample "
+        f"(floor {floor_s / n * 1e3:.2f} ms/sample)"
+    )
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(
+        f"medians of {args.repeat} runs; load average {load} on {os.cpu_count()} cores (shared).\n"
+        "build = OSM extraction, planning, reads, captions, objects in pixel space, shard + "
+        "manifest writing, report;\nfloor = the same windows read and JPEG-encoded in a bare loop."
+    )
 
 
 if __name__ == "__main__":

@@ -91,3 +91,24 @@ def test_repair_self_intersecting_polygon():
     assert fixed.is_valid and fixed.area == pytest.approx(0.5)
     same, none = geo.repair(box(0, 0, 1, 1))
     assert none is None and same.equals(box(0, 0, 1, 1))
+
+
+def test_metric_sizes_match_metric_size_one_by_one():
+    # Mixed kinds across UTM zones and hemispheres: the bulk path must give the same numbers.
+    geoms = [
+        Point(24.94, 60.17),
+        LineString([(24.94, 60.17), (24.95, 60.18)]),
+        box(7.41, 43.72, 7.42, 43.73),
+        box(151.20, -33.90, 151.21, -33.89),
+        LineString([(-9.45, 38.85), (-9.44, 38.86), (-9.43, 38.85)]),
+    ]
+    area, length, width, height = geo.metric_sizes(np.array(geoms, dtype=object))
+    for i, g in enumerate(geoms):
+        one = geo.metric_size(g)
+        assert (area[i], length[i], width[i], height[i]) == (
+            one.area_m2,
+            one.length_m,
+            one.width_m,
+            one.height_m,
+        )
+    assert [len(a) for a in geo.metric_sizes(np.array([], dtype=object))] == [0, 0, 0, 0]

@@ -281,3 +281,17 @@ def test_real_sintra_tiles_and_rasters(shared_data: Path):
     c = landsat.footprint.centroid
     bounds, crs = tile_bounds(landsat, c.x, c.y, (64, 64), landsat.gsd_m)
     assert 0.5 < landsat.read(bounds, (64, 64), crs).valid_fraction <= 1.0
+
+
+def test_rewritten_raster_is_not_served_from_the_open_handle(tmp_path: Path):
+    # Open datasets are shared per process; a file rewritten at the same path must be reread.
+    path = write_geotiff(tmp_path / "scene.tif")
+    first = RasterSource(path)
+    bounds = first.footprint.bounds
+    assert first.read(first._native_bounds, (20, 20)).rgb.any()
+    write_geotiff(path, data=np.zeros((3, 100, 100), np.uint8), date=None)
+    again = RasterSource(path)
+    assert again._shape == (100, 100) and again.footprint.bounds != bounds
+    assert not again.read(again._native_bounds, (20, 20)).rgb.any()
+    first.close()
+    assert not again.read(again._native_bounds, (20, 20)).rgb.any()  # reopens if closed

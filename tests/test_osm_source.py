@@ -21,6 +21,8 @@ from terrascribe.sources.osm import (
     read_osm_geojson,
     read_parquet_features,
     restore_keys,
+    visible_feature_keys,
+    visible_tag_filter,
 )
 from terrascribe.sources.overpass import OverpassClient, OverpassError, build_query
 
@@ -141,6 +143,32 @@ def test_keep_predicate_and_key_prefilter(tiny_osm: Path):
     assert only_buildings == ["w100", "w102"]
     highways = sorted(o.ref for o in read_osm(tiny_osm, keys=["highway"]))
     assert highways == ["w101", "w103", "w105"]
+
+
+def test_visible_filter_brings_its_key_prefilter(tiny_osm: Path):
+    from terrascribe.text.osm_tags import TagTable
+
+    table = TagTable.load()
+    keep = visible_tag_filter(table)
+    assert keep.prefilter_keys == visible_feature_keys(table)
+    implicit = [(o.ref, o.geometry.wkb, o.area_m2) for o in read_osm(tiny_osm, keep=keep)]
+    explicit = read_osm(tiny_osm, keep=keep, keys=visible_feature_keys(table))
+    assert implicit == [(o.ref, o.geometry.wkb, o.area_m2) for o in explicit]
+
+
+def test_batches_give_the_same_objects_at_any_size(tiny_osm: Path):
+    from terrascribe.sources.osm import _read_osm_columns
+
+    def seen(batch_size: int) -> list[tuple]:
+        stats = ReadStats()
+        out = [
+            (o.ref, o.timestamp, o.geometry.wkb, o.area_m2, o.length_m, o.note, o.tags)
+            for batch in _read_osm_columns(tiny_osm, stats=stats, batch_size=batch_size)
+            for o in batch.objects()
+        ]
+        return [*out, stats.to_dict()]
+
+    assert seen(1) == seen(2) == seen(4096)
 
 
 def test_pbf_and_bz2_read_the_same(tiny_osm: Path, tmp_path: Path):

@@ -330,3 +330,39 @@ def test_missing_columns_missing_file_and_bad_encoding(tmp_path: Path) -> None:
 def test_to_csv_is_parseable_csv(table: TagTable) -> None:
     rows = list(csv.reader(io.StringIO(table.to_csv())))
     assert rows[0][-1] == "source" and len(rows) == len(table) + 1
+
+
+# --- caches and the fast path must not change answers ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "building",
+        "  two  spaces  ",
+        "yes ",
+        " x",
+        "a\tb",
+        "Zürich",
+        "x\u200by",
+        "\u00a0nbsp",
+        "",
+        "~!",
+    ],
+)
+def test_clean_text_fast_path_matches_the_unicode_path(text: str) -> None:
+    from terrascribe.text.osm_tags import _clean_unicode
+
+    assert clean_text(text) == _clean_unicode(text)
+
+
+def test_cached_answers_equal_fresh_ones_and_cannot_be_mutated(table: TagTable) -> None:
+    tags = {"building": "yes", "roof:shape": "hipped", "name": "Caf\u00e9"}
+    fresh = TagTable.from_rules(table.rules)
+    first = table.visible_rules(tags, 0.5)
+    first.append(first[0])  # a caller mutating the returned list must not touch the cache
+    assert table.visible_rules(tags, 0.5) == fresh.visible_rules(tags, 0.5)
+    assert table.max_gsd(tags) == fresh.max_gsd(tags)
+    assert table.lookup("lanes", "2") == fresh.lookup("lanes", "2")
+    # unhashable values are answered, uncached
+    assert table.visible_rules({"building": ["yes"]}) == fresh.visible_rules({"building": ["yes"]})

@@ -39,7 +39,7 @@ import shapely
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
-from terrascribe.geo import WGS84, pixel_transform, transform_geometry
+from terrascribe.geo import WGS84, pixel_transform, transform_geometry, transformer
 from terrascribe.records import Bounds, ImageObject, Sample, Skip, make_key, normalise_captions
 from terrascribe.sources.imagery import ImagerySource, open_imagery, tile_bounds
 from terrascribe.sources.osm import (
@@ -290,26 +290,88 @@ def make_osm_items(job: OsmJob) -> Iterator[Sample | Skip]:
         return
     table = _load_table(job.table_path)
     source = job.source
-    footprint = source.footprint
-    # Context objects: everything extracted around the footprint (a tile may reach outside it).
-    pad = 0.01
-    west, south, east, north = footprint.bounds
-    objects = list(
-        read_parquet_features(job.features, bbox=(west - pad, south - pad, east + pad, north + pad))
-    )
-    by_ref = {o.ref: o for o in objects}
-    tree = shapely.STRtree([o.geometry for o in objects])
+    context = _context(job.features, source)
     for ref in job.refs:
-        obj = by_ref.get(ref)
+        obj = context.by_ref.get(ref)
         if obj is None:
             yield Skip(ref, "object missing from extract", job.features)
             continue
         try:
-            yield _make_sample(obj, objects, tree, source, table, job)
+            yield _make_sample(obj, context, source, table, job)
         except _SkipTile as skip:
             yield Skip(ref, skip.reason, skip.detail)
         except Exception as err:  # one bad object (read error, odd geometry) must not stop a shard
             yield Skip(ref, "tile failed", f"{type(err).__name__}: {err}")
+
+
+_POINT, _LINE, _POLYGON = 0, 1, 2
+_KIND_CODE = {"point": _POINT, "line": _LINE, "polygon": _POLYGON}
+
+
+@dataclass
+class _Context:
+    """Everything extracted around one imagery source, shared by its jobs in a process."""
+
+    objects: list[OsmObject]
+    by_ref: dict[str, OsmObject]
+    tree: shapely.STRtree
+    geoms: np.ndarray  # lon/lat geometries
+    kinds: np.ndarray  # _POINT, _LINE or _POLYGON
+    areas: np.ndarray  # in square degrees (lon/lat)
+    native: dict[str, np.ndarray] = field(default_factory=dict)  # CRS key -> geometries in it
+
+    @classmethod
+    def of(cls, objects: list[OsmObject]) -> _Context:
+        geoms = np.empty(len(objects), dtype=object)
+        geoms[:] = [o.geometry for o in objects]
+        return cls(
+            objects,
+            {o.ref: o for o in objects},
+            shapely.STRtree(geoms),
+            geoms,
+            np.array([_KIND_CODE[o.kind] for o in objects], dtype=np.int8),
+            shapely.area(geoms),
+        )
+
+    def in_crs(self, crs: Any) -> np.ndarray:
+        """All objects' geometries in ``crs``, projected once (one pyproj call) and kept."""
+        key = crs.srs or crs.to_wkt()
+        geoms = self.native.get(key)
+        if geoms is None:
+            t = transformer(WGS84, crs)
+            geoms = shapely.transform(
+                self.geoms, lambda xy: np.column_stack(t.transform(xy[:, 0], xy[:, 1]))
+            )
+            if len(self.native) >= 4:  # geographic sources tile in several UTM zones
+                self.native.clear()
+            self.native[key] = geoms
+        return geoms
+
+
+_CONTEXTS: dict[tuple[Any, ...], _Context] = {}
+
+
+def _context(features: str, source: ImagerySource) -> _Context:
+    """Objects around ``source`` (a tile may reach outside its footprint), cached per process.
+
+    Jobs of one source read the same objects: reading and indexing them once per process
+    instead of once per job is most of a job's fixed cost. The key holds the parts' sizes and
+    times, so a rewritten extract is read again.
+    """
+    pad = 0.01
+    west, south, east, north = source.footprint.bounds
+    bbox = (west - pad, south - pad, east + pad, north + pad)
+    root = Path(features)
+    parts = sorted(root.rglob("part-*.parquet")) if root.is_dir() else [root]
+    stamp = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in parts if p.exists())
+    key = (features, bbox, stamp)
+    context = _CONTEXTS.get(key)
+    if context is None:
+        context = _Context.of(list(read_parquet_features(features, bbox=bbox)))
+        if len(_CONTEXTS) >= 2:  # bounded: one or two sources' objects per process
+            _CONTEXTS.pop(next(iter(_CONTEXTS)))
+        _CONTEXTS[key] = context
+    return context
 
 
 class _SkipTile(Exception):
@@ -356,8 +418,7 @@ def _tile_geometry(
 
 def _make_sample(
     obj: OsmObject,
-    objects: list[OsmObject],
-    tree: shapely.STRtree,
+    context: _Context,
     source: ImagerySource,
     table: TagTable,
     job: OsmJob,
@@ -374,7 +435,10 @@ def _make_sample(
     out_gsd = gsd * side / out_px
     if tile.valid_fraction < opts.min_valid_fraction:
         raise _SkipTile("tile mostly nodata", f"{tile.valid_fraction:.2f} of pixels have data")
-    std = float(tile.rgb[tile.valid].std()) if tile.valid.any() else 0.0
+    if tile.valid.all():  # same pixels, same order: no boolean-mask copy
+        std = float(tile.rgb.std())
+    else:
+        std = float(tile.rgb[tile.valid].std()) if tile.valid.any() else 0.0
     if std < opts.min_std:
         raise _SkipTile("blank tile", f"pixel std {std:.2f} < {opts.min_std}")
 
@@ -384,12 +448,10 @@ def _make_sample(
     )
     to_px = pixel_transform(bounds, (out_px, out_px))
     image_box = box(0, 0, out_px, out_px)
-    in_tile: list[tuple[OsmObject, ImageObject]] = []
-    for i in sorted(tree.query(tile_lonlat, predicate="intersects")):
-        other = objects[int(i)]
-        made = _image_object(other, tile_lonlat, crs, to_px, image_box, table, out_gsd, opts)
-        if made is not None:
-            in_tile.append((other, made))
+    hits = np.sort(context.tree.query(tile_lonlat, predicate="intersects"))
+    in_tile = _image_objects(
+        context, hits, crs, tile_lonlat, to_px, image_box, table, out_gsd, opts
+    )
     in_tile.sort(key=lambda pair: (pair[0].ref != obj.ref, _ref_sort(pair[0].ref)))
     if not in_tile or in_tile[0][0].ref != obj.ref:
         raise _SkipTile("object not in tile", "the focus object does not reach the tile")
@@ -439,7 +501,7 @@ def _make_sample(
         captions=captions,
         source="osm",
         source_ids=[obj.ref],
-        bounds=Bounds(west, south, east, north, crs=crs.to_string(), native=tuple(bounds)),
+        bounds=Bounds(west, south, east, north, crs=_crs_text(crs), native=tuple(bounds)),
         gsd_m=round(out_gsd, 6),
         capture_date=source.capture_date,
         sensor=source.sensor,
@@ -449,43 +511,98 @@ def _make_sample(
     )
 
 
-def _image_object(
-    obj: OsmObject,
-    tile_lonlat: BaseGeometry,
+@lru_cache(maxsize=64)
+def _crs_text_of(key: str) -> str:
+    from pyproj import CRS
+
+    return CRS.from_user_input(key).to_string()
+
+
+def _crs_text(crs: Any) -> str:
+    """``crs.to_string()`` (an authority lookup, ~10 us), once per CRS."""
+    return _crs_text_of(crs.srs) if crs.srs else crs.to_string()
+
+
+def _image_objects(
+    context: _Context,
+    hits: np.ndarray,
     crs: Any,
+    tile_lonlat: BaseGeometry,
     to_px: Any,
     image_box: BaseGeometry,
     table: TagTable,
     gsd: float,
     opts: TileOptions,
-) -> ImageObject | None:
-    geom = obj.geometry
-    if obj.kind == "polygon" and geom.area > 0:
-        share = geom.intersection(tile_lonlat).area / geom.area
-        whole_tile = tile_lonlat.area > 0 and geom.contains(tile_lonlat)
-        if share < opts.context_min_fraction and not whole_tile:
-            return None
-    px = shapely.transform(transform_geometry(geom, WGS84, crs), to_px)
-    clipped = px.intersection(image_box) if obj.kind != "point" else px
-    if clipped.is_empty:
+) -> list[tuple[OsmObject, ImageObject]]:
+    """The tile's OSM objects in pixel space (box, clipped outline, tags), in ``hits`` order.
+
+    Polygons covering less than ``context_min_fraction`` of themselves in the tile are left out,
+    unless they cover the whole tile. Geometry work runs on all candidates at once.
+    """
+    kinds = context.kinds[hits]
+    geoms = context.geoms[hits]
+    keep = np.ones(len(hits), dtype=bool)
+    polys = np.flatnonzero((kinds == _POLYGON) & (context.areas[hits] > 0))
+    if len(polys):
+        shapely.prepare(tile_lonlat)
+        share = np.ones(len(polys))
+        # Polygons inside the tile keep all of themselves: no overlay needed for them.
+        cut = np.flatnonzero(~shapely.contains_properly(tile_lonlat, geoms[polys]))
+        share[cut] = (
+            shapely.area(shapely.intersection(geoms[polys[cut]], tile_lonlat))
+            / context.areas[hits[polys[cut]]]
+        )
+        whole_tile = (
+            shapely.contains(geoms[polys], tile_lonlat)
+            if tile_lonlat.area > 0
+            else np.zeros(len(polys), dtype=bool)
+        )
+        keep[polys[(share < opts.context_min_fraction) & ~whole_tile]] = False
+    chosen = np.flatnonzero(keep)
+    px = shapely.transform(context.in_crs(crs)[hits[chosen]], to_px)
+    clipped = px.copy()
+    # Lines inside the image keep their vertices (and so their box) when clipped: skip the
+    # overlay for them. Polygons are always clipped: their stored outline comes from the overlay.
+    line_kind = kinds[chosen] == _LINE
+    inside = np.zeros(len(chosen), dtype=bool)
+    if line_kind.any():
+        shapely.prepare(image_box)
+        inside[line_kind] = shapely.contains_properly(image_box, px[line_kind])
+    cut = np.flatnonzero((kinds[chosen] != _POINT) & ~inside)
+    clipped[cut] = shapely.intersection(px[cut], image_box)
+    bounds = shapely.bounds(clipped).tolist()
+    empty = shapely.is_empty(clipped).tolist()
+    out: list[tuple[OsmObject, ImageObject]] = []
+    for j, i in enumerate(hits[chosen].tolist()):
+        if empty[j]:
+            continue
+        obj = context.objects[i]
+        polygon = _main_ring(clipped[j]) if context.kinds[i] == _POLYGON else None
+        rules = table.visible_rules(obj.tags, gsd)
+        label = (
+            rules[0].phrase if rules else next(iter(sorted(obj.tags.items())), ("object", ""))[0]
+        )
+        minx, miny, maxx, maxy = bounds[j]
+        made = ImageObject(
+            label=label or "object",
+            bbox_xyxy=(round(minx, 2), round(miny, 2), round(maxx, 2), round(maxy, 2)),
+            tags=obj.tags,
+            polygon=polygon,
+            source_id=obj.ref,
+        )
+        out.append((obj, made))
+    return out
+
+
+def _main_ring(clipped: BaseGeometry) -> tuple[tuple[float, float], ...] | None:
+    """The largest polygon's outer ring, rounded to 0.01 px (None if nothing is left)."""
+    parts = [g for g in getattr(clipped, "geoms", [clipped]) if g.geom_type == "Polygon"]
+    if not parts:
         return None
-    minx, miny, maxx, maxy = clipped.bounds
-    polygon = None
-    if obj.kind == "polygon":
-        parts = [g for g in getattr(clipped, "geoms", [clipped]) if g.geom_type == "Polygon"]
-        if parts:
-            main = max(parts, key=lambda g: g.area)
-            ring = [(round(x, 2), round(y, 2)) for x, y in main.exterior.coords[:-1]]
-            polygon = tuple(ring) if len(ring) >= 3 else None
-    rules = table.visible_rules(obj.tags, gsd)
-    label = rules[0].phrase if rules else next(iter(sorted(obj.tags.items())), ("object", ""))[0]
-    return ImageObject(
-        label=label or "object",
-        bbox_xyxy=(round(minx, 2), round(miny, 2), round(maxx, 2), round(maxy, 2)),
-        tags=obj.tags,
-        polygon=polygon,
-        source_id=obj.ref,
-    )
+    main = max(parts, key=lambda g: g.area)
+    coords = shapely.get_coordinates(main.exterior)[:-1].tolist()
+    ring = [(round(x, 2), round(y, 2)) for x, y in coords]
+    return tuple(ring) if len(ring) >= 3 else None
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ worker), so builders can hand them to other processes or Ray tasks.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
@@ -210,14 +211,8 @@ class RasterSource(ImagerySource):
         self._footprint = box(*lonlat_bounds(self._native_bounds, self._crs))
 
     def _open(self) -> Any:
-        if self._dataset is None:
-            import rasterio
-            from rasterio.errors import RasterioIOError
-
-            try:
-                self._dataset = rasterio.open(self.path)
-            except RasterioIOError as err:
-                raise ImageryError(f"{self.path}: cannot open raster ({err})") from None
+        if self._dataset is None or self._dataset.closed:
+            self._dataset = _open_raster(self.path)
         return self._dataset
 
     def __getstate__(self) -> dict[str, Any]:
@@ -228,6 +223,7 @@ class RasterSource(ImagerySource):
     def close(self) -> None:
         """Close the underlying dataset (it reopens on the next read)."""
         if self._dataset is not None:
+            _OPEN_RASTERS.pop(_raster_key(self.path), None)
             self._dataset.close()
             self._dataset = None
 
@@ -303,6 +299,38 @@ class RasterSource(ImagerySource):
             data = np.repeat(data, 3, axis=0)
         rgb = _to_uint8(np.moveaxis(data, 0, -1), self.value_range)
         return Tile(np.ascontiguousarray(rgb), valid, tuple(bounds), dst_crs)
+
+
+# One open dataset per raster and process: build jobs unpickle their own copy of a source, and
+# reopening the file per job would also throw away GDAL's cache of decompressed blocks.
+_OPEN_RASTERS: dict[tuple[str, int, int], Any] = {}
+_MAX_OPEN_RASTERS = 64
+
+
+def _raster_key(path: str) -> tuple[str, int, int]:
+    try:  # a file rewritten in place must not be served from the old handle
+        st = os.stat(path)
+    except OSError:  # URLs and GDAL virtual paths
+        return (path, 0, 0)
+    return (path, st.st_mtime_ns, st.st_size)
+
+
+def _open_raster(path: str) -> Any:
+    key = _raster_key(path)
+    ds = _OPEN_RASTERS.get(key)
+    if ds is not None and not ds.closed:
+        return ds
+    import rasterio
+    from rasterio.errors import RasterioIOError
+
+    try:
+        ds = rasterio.open(path)
+    except RasterioIOError as err:
+        raise ImageryError(f"{path}: cannot open raster ({err})") from None
+    if len(_OPEN_RASTERS) >= _MAX_OPEN_RASTERS:  # a catalogue of many files: keep a bounded set
+        _OPEN_RASTERS.pop(next(iter(_OPEN_RASTERS)))
+    _OPEN_RASTERS[key] = ds
+    return ds
 
 
 def _data_range(ds: Any, bands: Sequence[int]) -> tuple[float, float]:

@@ -20,6 +20,7 @@ text.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -380,7 +381,7 @@ def _valid_box(box: Sequence[float]) -> tuple[float, float, float, float] | None
         x0, y0, x1, y1 = (float(v) for v in box)
     except (TypeError, ValueError):
         return None
-    if not all(np.isfinite(v) for v in (x0, y0, x1, y1)):
+    if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
         return None
     return min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)
 
