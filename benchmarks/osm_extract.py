@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 _CHILD = r"""
 import json, resource, shutil, sys, time
 t_start = time.perf_counter()
-from terrascribe.sources.osm import extract_osm, visible_tag_filter
+from terrascribe.sources.osm import extract_osm, visible_feature_keys, visible_tag_filter
 from terrascribe.text.osm_tags import TagTable
 table = TagTable.load()
 t_imported = time.perf_counter()
@@ -44,7 +44,8 @@ def once(i):
     folder = f"{out}-{i}"
     shutil.rmtree(folder, ignore_errors=True)
     w, c = time.perf_counter(), time.process_time()
-    result = extract_osm(src, folder, keep=visible_tag_filter(table), progress=False)
+    result = extract_osm(src, folder, keep=visible_tag_filter(table),
+                         keys=visible_feature_keys(table), progress=False)
     return time.perf_counter() - w, time.process_time() - c, result.objects
 
 first = once(0)

@@ -234,6 +234,11 @@ def visible_tag_filter(table: TagTable | None = None) -> TagPredicate:
     conditions) are passed to the table, and answers are cached on them: most objects share a
     handful of such tag sets (``building=yes``...), so planet-scale filtering stays cheap.
 
+    The predicate carries ``prefilter_keys`` (:func:`visible_feature_keys`): :func:`read_osm`
+    and :func:`extract_osm` hand them to osmium's C++ key filter, so objects without any visible
+    feature key never reach Python (objects whose keys only match after Unicode cleaning, such
+    as ``building\u200b``, are dropped by that filter).
+
     Args:
         table: Tag table (default: the packaged one).
     """
