@@ -211,6 +211,11 @@ def _tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
+def _compact_json(obj: Any) -> bytes:
+    # Inside shards JSON is read by programs: compact and key-sorted (C encoder, deterministic).
+    return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 def _manifest_row(sample: Sample, shard: str, jpeg: bytes, size: tuple[int, int]) -> dict[str, Any]:
     import shapely
 
@@ -339,7 +344,7 @@ class DatasetWriter:
         meta["width"], meta["height"] = size
         _tar_member(tar, f"{sample.key}.jpg", jpeg)
         _tar_member(tar, f"{sample.key}.txt", sample.caption.encode("utf-8"))
-        _tar_member(tar, f"{sample.key}.json", dumps(meta).encode("utf-8"))
+        _tar_member(tar, f"{sample.key}.json", _compact_json(meta))
         rows.append(_manifest_row(sample, shard, jpeg, size))
         stats.written += 1
 
