@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,23 +17,27 @@ from terrascribe.cli import app
 from terrascribe.shards import Dataset, DatasetError
 from terrascribe.sources.web import ItemsError
 from terrascribe.text.llm import LLMError
-from tests.test_llm_captioner import SECRET, FakeLLM, completion, good, is_caption_request, png
+from tests.llm_standin import (
+    SECRET,
+    FakeLLM,
+    completion,
+    good,
+    is_caption_request,
+    loopback_http_server,
+    png,
+    reset,
+)
 
 
 @pytest.fixture(scope="module")
-def loopback_server():
-    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    server.start()
-    yield server
-    server.clear()
-    server.stop()
+def loopback_server() -> Iterator[HTTPServer]:
+    with loopback_http_server() as server:
+        yield server
 
 
 @pytest.fixture
 def llm(loopback_server: HTTPServer) -> FakeLLM:
-    loopback_server.clear()
-    loopback_server.clear_all_handlers()
-    return FakeLLM(loopback_server)
+    return FakeLLM(reset(loopback_server))
 
 
 @pytest.fixture(autouse=True)

@@ -33,6 +33,7 @@ from terrascribe.sources.web import (
     save_image,
     write_items,
 )
+from tests.llm_standin import loopback_http_server, reset
 
 UA = "terrascribe-test/1.0 (tests@example.org)"
 
@@ -46,18 +47,13 @@ def jpeg(seed: int = 0, size: int = 96) -> bytes:
 
 @pytest.fixture(scope="module")
 def site_server() -> Iterator[HTTPServer]:
-    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    server.start()
-    yield server
-    server.clear()
-    server.stop()
+    with loopback_http_server() as server:
+        yield server
 
 
 @pytest.fixture
 def site(site_server: HTTPServer) -> HTTPServer:
-    site_server.clear()
-    site_server.clear_all_handlers()
-    return site_server
+    return reset(site_server)
 
 
 def robots(server: HTTPServer, text: str = "User-agent: *\nAllow: /\n") -> None:
