@@ -251,16 +251,25 @@ def _manifest_row(sample: Sample, shard: str, jpeg: bytes, size: tuple[int, int]
     }
 
 
-def _write_parquet(path: Path, rows: list[dict[str, Any]] | pa.Table) -> None:
-    table = (
-        rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
-    )
+def write_geoparquet(path: Path, table: pa.Table) -> None:
+    """Write ``table`` as GeoParquet (WKB ``geometry`` in lon/lat, zstd), atomically.
+
+    The manifest and every other table with a lon/lat ``geometry`` column (search indexes'
+    tile tables) go through here, so GeoPandas, DuckDB and QGIS read them all the same way.
+    """
     table = table.replace_schema_metadata(
         {**(table.schema.metadata or {}), b"geo": json.dumps(GEO_METADATA).encode()}
     )
     buf = pa.BufferOutputStream()
     pq.write_table(table, buf, compression="zstd")
     atomic_write_bytes(path, buf.getvalue().to_pybytes())
+
+
+def _write_parquet(path: Path, rows: list[dict[str, Any]] | pa.Table) -> None:
+    table = (
+        rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+    )
+    write_geoparquet(path, table)
 
 
 class DatasetWriter:

@@ -33,7 +33,7 @@ import shapely
 
 from terrascribe.search import vectors
 from terrascribe.search.tiling import TileRef, TilingParams, iter_tiles, resolve_inputs
-from terrascribe.shards import GEO_METADATA, atomic_write_bytes, atomic_write_text, dumps
+from terrascribe.shards import atomic_write_text, dumps, write_geoparquet
 
 FORMAT_NAME = "terrascribe-search-index"
 FORMAT_VERSION = 1
@@ -264,15 +264,6 @@ def _rows_table(refs: Sequence[TileRef], start_id: int) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=TILE_SCHEMA)
 
 
-def _write_tiles(path: Path, table: pa.Table) -> None:
-    table = table.replace_schema_metadata(
-        {**(table.schema.metadata or {}), b"geo": json.dumps(GEO_METADATA).encode()}
-    )
-    buf = pa.BufferOutputStream()
-    pq.write_table(table, buf, compression="zstd")
-    atomic_write_bytes(path, buf.getvalue().to_pybytes())
-
-
 def build_index(
     sources: Sequence[str | Path],
     model: Any,
@@ -404,7 +395,7 @@ def build_index(
     if old is not None:
         table = pa.concat_tables([old.select(TILE_SCHEMA.names).cast(TILE_SCHEMA), table])
     vectors.write(index, out / VECTORS)
-    _write_tiles(out / TILES, table)
+    write_geoparquet(out / TILES, table)
     report = AddReport(
         added=len(refs),
         already_indexed=seen,
