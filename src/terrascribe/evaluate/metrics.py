@@ -294,6 +294,24 @@ def retrieval(
 # Classifiers on frozen embeddings
 
 
+def _train_test(
+    train_embeddings: np.ndarray,
+    train_labels: np.ndarray,
+    test_embeddings: np.ndarray,
+    test_labels: np.ndarray,
+    n_classes: int | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Normalised, checked inputs of a classifier on frozen embeddings, and the class count."""
+    x_train = normalize(train_embeddings)
+    x_test = normalize(test_embeddings)
+    _check_dims(x_train, x_test, "train and test embeddings")
+    if n_classes is None:
+        n_classes = int(max(np.max(train_labels), np.max(test_labels))) + 1
+    y_train = _labels(train_labels, len(x_train), n_classes, "train labels")
+    y_test = _labels(test_labels, len(x_test), n_classes, "test labels")
+    return x_train, y_train, x_test, y_test, n_classes
+
+
 def knn(
     train_embeddings: np.ndarray,
     train_labels: np.ndarray,
@@ -312,17 +330,13 @@ def knn(
     Returns:
         ``{"acc1", "acc5", "mean_per_class_recall"}``.
     """
-    train = normalize(train_embeddings)
-    test = normalize(test_embeddings)
-    _check_dims(train, test, "train and test embeddings")
+    train, y_train, test, y_test, n_classes = _train_test(
+        train_embeddings, train_labels, test_embeddings, test_labels, n_classes
+    )
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    if n_classes is None:
-        n_classes = int(max(np.max(train_labels), np.max(test_labels))) + 1
-    y_train = _labels(train_labels, len(train), n_classes, "train labels")
-    y_test = _labels(test_labels, len(test), n_classes, "test labels")
     k = min(k, len(train))
     votes = np.zeros((len(test), n_classes), dtype=np.float64)
     step = max(1, _MAX_CELLS // max(1, len(train)))
@@ -401,13 +415,9 @@ def linear_probe(
     """
     from sklearn.model_selection import train_test_split
 
-    x_train = normalize(train_embeddings)
-    x_test = normalize(test_embeddings)
-    _check_dims(x_train, x_test, "train and test embeddings")
-    if n_classes is None:
-        n_classes = int(max(np.max(train_labels), np.max(test_labels))) + 1
-    y_train = _labels(train_labels, len(x_train), n_classes, "train labels")
-    y_test = _labels(test_labels, len(x_test), n_classes, "test labels")
+    x_train, y_train, x_test, y_test, n_classes = _train_test(
+        train_embeddings, train_labels, test_embeddings, test_labels, n_classes
+    )
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
     if len(np.unique(y_train)) < 2:
@@ -454,13 +464,9 @@ def few_shot(
     """
     from sklearn.model_selection import StratifiedKFold
 
-    x_train = normalize(train_embeddings)
-    x_test = normalize(test_embeddings)
-    _check_dims(x_train, x_test, "train and test embeddings")
-    if n_classes is None:
-        n_classes = int(max(np.max(train_labels), np.max(test_labels))) + 1
-    y_train = _labels(train_labels, len(x_train), n_classes, "train labels")
-    y_test = _labels(test_labels, len(x_test), n_classes, "test labels")
+    x_train, y_train, x_test, y_test, n_classes = _train_test(
+        train_embeddings, train_labels, test_embeddings, test_labels, n_classes
+    )
     classes = np.unique(y_train)
     if len(classes) < 2:
         raise ValueError("few-shot probe needs at least 2 classes in the training split")
