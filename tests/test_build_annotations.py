@@ -236,6 +236,38 @@ def test_caption_set_dataset(tmp_path: Path) -> None:
     assert samples["rsicd-00003"].extra["label"] == "playfields"
 
 
+def test_shards_are_random_samples_not_class_runs(tmp_path: Path) -> None:
+    # a class-sorted caption set (UCM/RSICD order): every shard must mix classes, in a seeded way
+    classes = ["airport", "beach", "forest", "river"]
+    images = [
+        {"filename": f"{c}_{i}.jpg", "split": "train", "sentences": [{"raw": f"a {c} {i}"}]}
+        for c in classes
+        for i in range(8)
+    ]
+    (tmp_path / "imgs").mkdir()
+    for row in images:
+        Image.new("RGB", (8, 8)).save(tmp_path / "imgs" / row["filename"])
+    (tmp_path / "dataset_rsicd.json").write_text(json.dumps({"images": images}))
+
+    def shard_classes(seed: int, name: str) -> list[set[str]]:
+        out = tmp_path / name
+        build_caption_set_dataset(
+            out,
+            captions=tmp_path / "dataset_rsicd.json",
+            images=tmp_path / "imgs",
+            seed=seed,
+            images_per_shard=8,
+            progress=False,
+        )
+        manifest = Dataset(out).manifest()
+        keys = manifest.groupby("shard")["key"].apply(list).sort_index()
+        return [{k.split("-")[1].rsplit("_", 1)[0] for k in ks} for ks in keys]
+
+    first = shard_classes(0, "one")
+    assert len(first) == 4 and all(len(c) > 1 for c in first)
+    assert shard_classes(0, "two") == first  # same seed, same partition (resume relies on it)
+
+
 def test_caption_set_without_images_is_a_clear_error(shared_data: Path, tmp_path: Path) -> None:
     with pytest.raises(BuildError, match=r"image folder not found.*download the UCM images"):
         build_caption_set_dataset(

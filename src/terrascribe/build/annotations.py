@@ -1,7 +1,8 @@
 """Build image-text datasets from annotations: boxes (B2C), masks (M2B -> B2C), caption sets.
 
 Each builder reads its annotations once in the calling process, splits the images into jobs
-(``images_per_shard`` each, in sorted order) and hands them to
+(``images_per_shard`` each, in an order shuffled with the seed, so that no shard holds one class
+or one place only) and hands them to
 :func:`terrascribe.shards.write_dataset`: job ``i`` is shard ``i``, re-runs resume, and a bad image
 or annotation becomes a recorded :class:`~terrascribe.records.Skip` instead of stopping the build.
 Objects are kept in pixel space as :class:`~terrascribe.records.ImageObject`\\ s (label normalised
@@ -18,10 +19,10 @@ import functools
 import io
 import json
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -60,6 +61,9 @@ MASK_SUFFIXES = (
 )
 IMAGE_NAME_SUFFIXES = ("", "_RGB", "_rgb", "_image")
 MASK_FILE_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
+
+
+T = TypeVar("T")
 
 
 class BuildError(ValueError):
@@ -385,11 +389,47 @@ def _class_count_report(out: Path) -> dict[str, Any]:
     }
 
 
-def _settings(images: str | Path, **kwargs: Any) -> CaptionSettings:
-    label_names = kwargs.pop("label_names", None) or {}
+def _settings(
+    images: str | Path,
+    *,
+    options: B2COptions | None,
+    templates: str | Path | None,
+    label_names: Mapping[str, str] | None = None,
+    **kwargs: Any,
+) -> CaptionSettings:
     return CaptionSettings(
         images=str(images),
-        label_names=tuple(sorted((str(k), str(v)) for k, v in dict(label_names).items())),
+        options=options or B2COptions(),
+        templates=str(templates) if templates else None,
+        label_names=tuple(sorted((str(k), str(v)) for k, v in dict(label_names or {}).items())),
+        **kwargs,
+    )
+
+
+def _shuffled(items: Sequence[T], seed: int) -> list[T]:
+    """``items`` in a seeded order, so that each shard is a random sample of the input.
+
+    Inputs are usually sorted by class or place (``airport_1.jpg``...); the trainer shuffles
+    only within a window of a few shards, so shards must not be class- or space-contiguous.
+    """
+    return [items[i] for i in np.random.default_rng(seed).permutation(len(items))]
+
+
+def _write(
+    out_dir: str | Path,
+    items: Sequence[T],
+    make_items: Callable[[Sequence[T]], Iterable[Sample | Skip]],
+    *,
+    seed: int,
+    images_per_shard: int,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """:func:`write_dataset` over seeded-order chunks of ``items`` (one chunk per shard)."""
+    return write_dataset(
+        out_dir,
+        chunked(_shuffled(items, seed), images_per_shard),
+        make_items,
+        seed=seed,
         **kwargs,
     )
 
@@ -464,8 +504,8 @@ def build_boxes_dataset(
         source="boxes",
         key_prefix=key_prefix,
         seed=seed,
-        options=options or B2COptions(),
-        templates=str(templates) if templates else None,
+        options=options,
+        templates=templates,
         label_names=label_names,
         tile_size=tile_size,
         tile_overlap=tile_overlap,
@@ -476,13 +516,14 @@ def build_boxes_dataset(
         licence=licence,
         keep_empty=keep_empty,
     )
-    return write_dataset(
+    return _write(
         out_dir,
-        chunked(anns, images_per_shard),
+        anns,
         functools.partial(_box_items, settings),
+        seed=seed,
+        images_per_shard=images_per_shard,
         builder="boxes",
         params={"format": format, **settings.params()},
-        seed=seed,
         inputs=[annotations, images],
         workers=workers,
         executor=executor,
@@ -626,8 +667,8 @@ def build_masks_dataset(
         source="masks",
         key_prefix=key_prefix,
         seed=seed,
-        options=options or B2COptions(),
-        templates=str(templates) if templates else None,
+        options=options,
+        templates=templates,
         tile_size=tile_size,
         tile_overlap=tile_overlap,
         min_visibility=min_visibility,
@@ -645,13 +686,14 @@ def build_masks_dataset(
         "ignore": sorted(mask_settings.ignore if ignore is not None else pal.ignore),
         "min_area": min_area,
     }
-    return write_dataset(
+    return _write(
         out_dir,
-        chunked(jobs, images_per_shard),
+        jobs,
         functools.partial(_mask_items, settings, mask_settings),
+        seed=seed,
+        images_per_shard=images_per_shard,
         builder="masks",
         params=params,
-        seed=seed,
         inputs=[masks, images],
         workers=workers,
         executor=executor,
@@ -722,6 +764,7 @@ def build_caption_set_dataset(
     images: str | Path,
     format: str = "auto",
     licence: str | None = None,
+    seed: int = 0,
     images_per_shard: int = 2000,
     workers: int = 1,
     executor: str = "local",
@@ -731,6 +774,21 @@ def build_caption_set_dataset(
 
     Images are found by file name anywhere under ``images``. Missing images are recorded as
     skips; if none is found at all the build stops with an error that says what to download.
+
+    Args:
+        out_dir: Dataset folder.
+        captions: ``dataset_*.json`` or caption CSV.
+        images: Folder holding the images (searched recursively).
+        format: ``rsicd``, ``rsitmd``, ``ucm``, ``sydney`` or ``auto``.
+        licence: Licence recorded on every sample.
+        seed: Seed of the order in which images are spread over shards.
+        images_per_shard: Images per shard (job).
+        workers: Parallel workers.
+        executor: ``"local"`` or ``"ray"``.
+        progress: Show progress.
+
+    Returns:
+        The content of ``dataset.json`` (splits and labels under ``report``).
 
     Raises:
         BuildError: No image folder, or none of the images in it.
@@ -759,10 +817,12 @@ def build_caption_set_dataset(
             f"there. Caption tables carry no images: download the {dataset.upper()} images and "
             "pass their folder with --images"
         )
-    return write_dataset(
+    return _write(
         out_dir,
-        chunked(paired, images_per_shard),
+        paired,
         functools.partial(_caption_items, dataset, licence),
+        seed=seed,
+        images_per_shard=images_per_shard,
         builder="captions",
         params={"format": dataset, "licence": licence},
         inputs=[captions, hash_path(images)],

@@ -62,7 +62,7 @@ def _print_build(info: dict[str, Any], out: Path) -> None:
 # shared option declarations
 _OUT = typer.Option(..., "--out", help="Dataset folder (re-running resumes).")
 _IMAGES = typer.Option(..., "--images", help="Image folder.")
-_SEED = typer.Option(0, "--seed", help="Seed for caption choices.")
+_SEED = typer.Option(0, "--seed", help="Seed: same inputs and seed, same output.")
 _LABEL = typer.Option([], "--label", help="Rename a source label: SOURCE=NAME (repeatable).")
 _ALL = typer.Option(False, "--describe-all", help="Captions 3-5 describe every category.")
 _POS = typer.Option(False, "--positions", help="Say where objects are / what they are next to.")
@@ -209,6 +209,7 @@ def build_captions(
         "auto", "--format", help="rsicd, rsitmd, ucm, sydney or auto (from name/content)."
     ),
     licence: str | None = _LICENCE,
+    seed: int = _SEED,
     images_per_shard: int = typer.Option(2000, "--images-per-shard", min=1),
     workers: int = _WORKERS,
     executor: str = _EXECUTOR,
@@ -223,6 +224,7 @@ def build_captions(
         images=images,
         format=format,
         licence=licence,
+        seed=seed,
         images_per_shard=images_per_shard,
         workers=workers,
         executor=executor,
