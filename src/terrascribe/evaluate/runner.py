@@ -331,41 +331,32 @@ def _score_classification(
             train_ids + test_ids, ["train"] * len(train_ids) + ["test"] * len(test_ids)
         ),
     )
-    details: dict[str, Any] = {}
+    scored = _probe(task, (train_e, train_y, test_e, test_y), n_classes, options)
+    scored.record = {**record, **scored.record}
+    return scored
+
+
+def _probe(task: str, arrays: tuple, n_classes: int, options: EvalOptions) -> _Scored:
+    """k-NN, linear probe or few-shot on ``(train_e, train_y, test_e, test_y)``."""
     if task == "knn":
         out = metrics.knn(
-            train_e,
-            train_y,
-            test_e,
-            test_y,
-            k=options.knn_k,
-            temperature=options.knn_temperature,
-            n_classes=n_classes,
+            *arrays, k=options.knn_k, temperature=options.knn_temperature, n_classes=n_classes
         )
-        record.update(k=options.knn_k, temperature=options.knn_temperature)
-    elif task == "linear-probe":
+        return _Scored(out, record={"k": options.knn_k, "temperature": options.knn_temperature})
+    if task == "linear-probe":
         out = metrics.linear_probe(
-            train_e,
-            train_y,
-            test_e,
-            test_y,
-            c_grid=options.c_grid,
-            seed=options.seed,
-            n_classes=n_classes,
+            *arrays, c_grid=options.c_grid, seed=options.seed, n_classes=n_classes
         )
-    else:
-        out = metrics.few_shot(
-            train_e,
-            train_y,
-            test_e,
-            test_y,
-            shots=options.shots,
-            seeds=options.few_shot_seeds,
-            c_grid=options.c_grid,
-            n_classes=n_classes,
-        )
-        details = {"shots": out.pop("shots"), "skipped": out.pop("skipped")}
-        record.update(shots=list(options.shots), seeds=list(options.few_shot_seeds))
+        return _Scored(out)
+    out = metrics.few_shot(
+        *arrays,
+        shots=options.shots,
+        seeds=options.few_shot_seeds,
+        c_grid=options.c_grid,
+        n_classes=n_classes,
+    )
+    details = {"shots": out.pop("shots"), "skipped": out.pop("skipped")}
+    record = {"shots": list(options.shots), "seeds": list(options.few_shot_seeds)}
     return _Scored(out, details, record)
 
 
@@ -753,26 +744,15 @@ def _score_precomputed(
     if not train.any():
         raise EvaluationError(f"{folder}: split.npy marks no training images; {task} needs some")
     n_classes = int(labels.max()) + 1
-    args = (images[train], labels[train], images[test], labels[test])
-    details = {}
-    if task == "knn":
-        out = metrics.knn(
-            *args, k=options.knn_k, temperature=options.knn_temperature, n_classes=n_classes
-        )
-    elif task == "linear-probe":
-        out = metrics.linear_probe(
-            *args, c_grid=options.c_grid, seed=options.seed, n_classes=n_classes
-        )
-    else:
-        out = metrics.few_shot(
-            *args,
-            shots=options.shots,
-            seeds=options.few_shot_seeds,
-            c_grid=options.c_grid,
-            n_classes=n_classes,
-        )
-        details = {"shots": out.pop("shots"), "skipped": out.pop("skipped")}
-    return _Scored(out, details, {**record, "n_train": int(train.sum()), "n_test": int(test.sum())})
+    arrays = (images[train], labels[train], images[test], labels[test])
+    scored = _probe(task, arrays, n_classes, options)
+    scored.record = {
+        **record,
+        **scored.record,
+        "n_train": int(train.sum()),
+        "n_test": int(test.sum()),
+    }
+    return scored
 
 
 # --------------------------------------------------------------------------------------------
