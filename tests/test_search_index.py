@@ -124,6 +124,20 @@ def test_index_info_and_damaged_index(region_index, tmp_path):
         SearchIndex(tmp_path)
 
 
+@pytest.mark.parametrize("part", ["vectors.faiss", "tiles.parquet"])
+def test_damaged_index_part_names_the_file(region_index, tmp_path, tiny_model, part):
+    import shutil
+
+    out, _ = region_index
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken, ignore=shutil.ignore_patterns("cache"))
+    (broken / part).write_bytes(b"not an index part")
+    with pytest.raises(SearchIndexError, match=rf"{part}: unreadable index file"):
+        SearchIndex(broken)
+    with pytest.raises(SearchIndexError, match=rf"{part}: unreadable index file"):
+        build_index([], tiny_model, broken, progress=False)
+
+
 def test_bad_inputs_name_the_file(tmp_path, tiny_model):
     with pytest.raises(TilingError, match=r"nope.tif"):
         build_index([tmp_path / "nope.tif"], tiny_model, tmp_path / "i", progress=False)

@@ -128,8 +128,8 @@ class SearchIndex:
         self.path = Path(path)
         self.device = device
         self.manifest = read_manifest(self.path)
-        self.index = vectors.read(self.path / VECTORS)
-        self.tiles = pq.read_table(self.path / TILES).to_pandas()
+        self.index = _read_part(self.path / VECTORS, vectors.read)
+        self.tiles = _read_part(self.path / TILES, lambda p: pq.read_table(p).to_pandas())
         n = self.manifest["count"]
         if not (self.index.ntotal == len(self.tiles) == n):
             raise SearchIndexError(
@@ -172,6 +172,16 @@ class SearchIndex:
                 self._bundle = loaded
             return self._bundle
 
+    def use_model(self, bundle: Any) -> None:
+        """Answer text/image queries with ``bundle``, already in memory, instead of loading one.
+
+        Raises:
+            SearchIndexError: If the model's fingerprint is not the index's.
+        """
+        check_model(self.path, self.manifest, bundle)
+        with self._model_lock:
+            self._bundle = bundle
+
     def row(self, tile_id: int) -> dict[str, Any]:
         """The metadata of one tile as a plain dict (footprint as a shapely polygon)."""
         if not 0 <= tile_id < len(self.tiles):
@@ -183,6 +193,16 @@ class SearchIndex:
     def vector(self, tile_id: int) -> np.ndarray:
         """The stored embedding of one tile."""
         return vectors.vectors_at(self.index, np.array([tile_id]))[0]
+
+
+def _read_part(path: Path, read: Any) -> Any:
+    # faiss raises a bare RuntimeError (C++ text) and pyarrow its own errors on damaged files:
+    # either way, say which file of the index is broken.
+    try:
+        return read(path)
+    except (OSError, RuntimeError, pa.ArrowException) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise SearchIndexError(f"{path}: unreadable index file ({reason})") from None
 
 
 def _plain(rec: dict[str, Any]) -> dict[str, Any]:
@@ -327,8 +347,8 @@ def build_index(
     if existing:
         manifest = read_manifest(out)
         check_model(out, manifest, model)
-        index = vectors.read(out / VECTORS)
-        old = pq.read_table(out / TILES)
+        index = _read_part(out / VECTORS, vectors.read)
+        old = _read_part(out / TILES, pq.read_table)
         if index.ntotal != old.num_rows or old.num_rows != manifest["count"]:
             raise SearchIndexError(f"{out}: index parts disagree; rebuild it")
         spec = vectors.IndexSpec(**manifest["index"])
