@@ -84,6 +84,8 @@ def test_request_limits(client):
     assert client.get("/api/search", params={"q": "a", "bbox": "1,2,3"}).status_code == 422
     assert client.get("/api/search", params={"near": "x,y"}).status_code == 422
     assert client.get("/api/search").status_code == 422
+    both = client.get("/api/search", params={"q": "a", "near": "14.281,50.085"})
+    assert both.status_code == 422 and "exactly one" in both.text
     assert client.get("/api/search?q=" + "a" * 5000).status_code == 414
     r = client.request("GET", "/healthz", content=b"x" * 20000)
     assert r.status_code == 413
@@ -144,6 +146,14 @@ def test_concurrent_queries_share_one_index(index, tiny_model, monkeypatch):
         t.join()
     assert errors == []
     assert loads == []  # the index was never read again
+
+
+def test_refuses_a_model_that_is_not_the_index_model(index):
+    from terrascribe.models.zoo import load_model
+    from terrascribe.search.index import SearchIndexError
+
+    with pytest.raises(SearchIndexError, match="cannot be mixed"):
+        create_app(index, model=load_model("ts-tiny", seed=5))
 
 
 def test_loopback_detection():

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import io
 import ipaddress
 import logging
 import threading
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from terrascribe.images import encode_jpeg
 from terrascribe.search.index import SearchIndex
 from terrascribe.search.query import QueryError, search
 from terrascribe.search.tiling import TilingError, read_tile
@@ -77,9 +77,7 @@ class _Thumbnails:
                 self._cache.move_to_end(tile_id)
                 return self._cache[tile_id]
             img = read_tile(self.index.row(tile_id), self.size, _cache=self._sources)
-            buf = io.BytesIO()
-            img.convert("RGB").save(buf, format="JPEG", quality=85)
-            data = buf.getvalue()
+            data = encode_jpeg(img, quality=85)
             self._cache[tile_id] = data
             while len(self._cache) > self.capacity:
                 self._cache.popitem(last=False)
@@ -123,8 +121,7 @@ def create_app(
         index = SearchIndex(index)
     limits = limits or ServiceLimits()
     if model is not None:
-        index.model(model)
-        index._bundle = model
+        index.use_model(model)
     thumbs = _Thumbnails(index, limits.thumb_px, limits.thumb_cache)
     n_tiles = len(index)
     app = FastAPI(title="terrascribe search", docs_url=None, redoc_url=None, openapi_url=None)
@@ -204,7 +201,7 @@ def create_app(
             results = await _timed(
                 search,
                 index,
-                q if q is not None and not point else None,
+                q,
                 near=point,
                 k=k,
                 bbox=bbox,
