@@ -203,6 +203,19 @@ def test_same_seed_same_bytes_other_seed_other_tiles(scene, tmp_path: Path):
     assert offsets_a != offsets_d
 
 
+def test_shards_hold_objects_in_a_seeded_order_not_id_order(scene, tmp_path: Path):
+    # id order puts all nodes before all ways; a shard must be a random sample of its source
+    def shard_refs(out: Path) -> list[str]:
+        manifest = Dataset(out).manifest(columns=["key", "shard", "source_ids"])
+        return [str(ids[0]) for ids in manifest.sort_values(["shard", "key"])["source_ids"]]
+
+    _build(scene, tmp_path / "a", objects_per_shard=2)
+    _build(scene, tmp_path / "b", objects_per_shard=2)
+    _build(scene, tmp_path / "c", objects_per_shard=2, seed=1)
+    a, b, c = (shard_refs(tmp_path / n) for n in "abc")
+    assert a == b and sorted(a) == sorted(c) and a != c
+
+
 def test_resume_rewrites_only_missing_shards_without_duplicates(scene, tmp_path: Path):
     out = tmp_path / "ds"
     _build(scene, out, objects_per_shard=3)

@@ -9,7 +9,8 @@ Three stages, each restartable:
    whose footprint covers it and whose GSD is fine enough for its tags (``TagTable.max_gsd``); the
    finest (then the most recent) wins. Objects mapped after the image was captured are dropped or
    flagged; per-tag quotas are applied in a seeded order. Chosen objects are grouped by imagery
-   source into jobs of at most ``objects_per_shard``; every rejected object becomes a
+   source into jobs of at most ``objects_per_shard`` (objects in a seeded order, so that a shard
+   is a random sample of its source); every rejected object becomes a
    :class:`~terrascribe.records.Skip` with its reason, written in the last shard's stats.
 3. **Tiles** (:func:`make_osm_items`, in workers): per object a tile centred on the point, on a
    random node of the line, or fitted to the polygon's bounding box within ``tile_px_range``, with
@@ -247,7 +248,9 @@ def plan_osm_jobs(
         groups.setdefault(source.name, []).append(obj.ref)
     jobs: list[OsmJob] = []
     for name in sorted(groups):
-        refs = sorted(groups[name], key=_ref_sort)
+        # Kept in the seeded order, not id order: ids sort nodes before ways, so id-ordered shards
+        # would each hold one kind of object; the trainer shuffles only across a few shards.
+        refs = groups[name]
         for i in range(0, len(refs), objects_per_shard):
             chunk = refs[i : i + objects_per_shard]
             jobs.append(
