@@ -198,7 +198,8 @@ def check_boxes(
     return replace(ann, width=width, height=height, boxes=tuple(out))
 
 
-def _read_text(path: Path) -> str:
+def _read_text(path: Path, *, required: bool = False) -> str:
+    """The file's text (BOM dropped); with ``required``, an empty file is an error too."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
@@ -207,6 +208,8 @@ def _read_text(path: Path) -> str:
         raise _fail(path, f"not UTF-8 text ({err})") from None
     except OSError as err:
         raise _fail(path, f"cannot read ({err.strerror or err})") from None
+    if required and not text.strip():
+        raise _fail(path, "empty file")
     return text
 
 
@@ -256,9 +259,7 @@ def read_coco(path: str | Path) -> list[ImageAnnotations]:
     from pycocotools.coco import COCO
 
     path = Path(path)
-    text = _read_text(path)
-    if not text.strip():
-        raise _fail(path, "empty file")
+    text = _read_text(path, required=True)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
@@ -385,9 +386,7 @@ def read_dota(path: str | Path) -> list[ImageAnnotations]:
 def read_voc_file(path: str | Path) -> ImageAnnotations:
     """Read one Pascal-VOC / DIOR XML file (``<annotation>`` with ``<size>`` and ``<object>``s)."""
     path = Path(path)
-    text = _read_text(path)
-    if not text.strip():
-        raise _fail(path, "empty file")
+    text = _read_text(path, required=True)
     try:
         root = ET.fromstring(text)
     except ET.ParseError as err:
@@ -532,9 +531,7 @@ def read_csv_boxes(path: str | Path) -> list[ImageAnnotations]:
     grouped: dict[str, list[Box]] = {}
     sources: dict[str, str] = {}
     for csv_path in _files(path, (".csv",), "CSV"):
-        text = _read_text(csv_path)
-        if not text.strip():
-            raise _fail(csv_path, "empty file")
+        text = _read_text(csv_path, required=True)
         reader = csv.DictReader(text.splitlines())
         header = [h.strip() for h in reader.fieldnames or []]
         missing = [c for c in CSV_COLUMNS if c not in header]
