@@ -963,7 +963,7 @@ def _gc_paused() -> Iterator[None]:
 
 def _progress(enabled: bool, description: str) -> Any:
     if not enabled:  # rich is only imported when a bar is shown
-        return contextlib.nullcontext(lambda n=1: None)
+        return contextlib.nullcontext(lambda _n=1: None)
     from terrascribe.progress import progress_bar
 
     return progress_bar(None, description)
