@@ -20,6 +20,16 @@ _MODEL = typer.Option("ts-tiny", "--model", help="open_clip architecture or zoo 
 _PRETRAINED = typer.Option(None, "--pretrained", help="Weights: tag, file, or hf-hub:org/name.")
 _DEVICE = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1 or auto.")
 _SEED = typer.Option(0, "--seed", help="Seed of a random init and of IVF-PQ training.")
+# Tiling and embedding options shared by `index build` and `index add`.
+_TILE_PX = typer.Option(256, "--tile-px", help="Tile side in pixels.")
+_GSD = typer.Option(None, "--gsd", help="Tile GSD in metres (default: native).")
+_OVERLAP = typer.Option(0.0, "--overlap", help="Overlap fraction between tiles.")
+_MIN_VALID = typer.Option(0.5, "--min-valid", help="Minimum valid-pixel share.")
+_BATCH_SIZE = typer.Option(64, "--batch-size", help="Tiles per forward pass.")
+_CACHE_DIR = typer.Option(None, "--cache-dir", help="Embedding cache (default: INDEX/cache).")
+_DATE = typer.Option(None, "--date", help="Capture date for undated sources (YYYY-MM-DD).")
+_XYZ_LAYOUT = typer.Option(None, "--xyz-layout", help="z/x/y, x-y-z or z-x-y.")
+_XYZ_ZOOM = typer.Option(None, "--xyz-zoom", help="Zoom of a mixed-zoom XYZ folder.")
 
 
 def _load(model: str, pretrained: str | None, device: str, seed: int):
@@ -28,10 +38,29 @@ def _load(model: str, pretrained: str | None, device: str, seed: int):
     return load_model(model, pretrained, device=device, seed=seed)
 
 
-def _tiling_options(
-    tile_px: int, gsd: float | None, overlap: float, min_valid: float
+def _add_options(
+    tile_px: int,
+    gsd: float | None,
+    overlap: float,
+    min_valid: float,
+    batch_size: int,
+    cache_dir: Path | None,
+    date: str | None,
+    xyz_layout: str | None,
+    xyz_zoom: int | None,
 ) -> dict[str, object]:
-    return {"tile_px": tile_px, "gsd_m": gsd, "overlap": overlap, "min_valid": min_valid}
+    """Keyword arguments of build_index/add_to_index from the shared options."""
+    return {
+        "tile_px": tile_px,
+        "gsd_m": gsd,
+        "overlap": overlap,
+        "min_valid": min_valid,
+        "batch_size": batch_size,
+        "cache_dir": cache_dir,
+        "capture_date": date,
+        "xyz_layout": xyz_layout,
+        "xyz_zoom": xyz_zoom,
+    }
 
 
 def _print_report(report) -> None:
@@ -52,34 +81,25 @@ def index_build(
     pretrained: str = _PRETRAINED,
     device: str = _DEVICE,
     seed: int = _SEED,
-    tile_px: int = typer.Option(256, "--tile-px", help="Tile side in pixels."),
-    gsd: float = typer.Option(None, "--gsd", help="Tile GSD in metres (default: native)."),
-    overlap: float = typer.Option(0.0, "--overlap", help="Overlap fraction between tiles."),
-    min_valid: float = typer.Option(0.5, "--min-valid", help="Minimum valid-pixel share."),
     index_type: str = typer.Option("auto", "--index-type", help="auto, flat, hnsw or ivfpq."),
-    batch_size: int = typer.Option(64, "--batch-size"),
-    cache_dir: Path = typer.Option(None, "--cache-dir", help="Embedding cache (OUT/cache)."),
-    date: str = typer.Option(None, "--date", help="Capture date for undated sources."),
-    xyz_layout: str = typer.Option(None, "--xyz-layout", help="z/x/y, x-y-z or z-x-y."),
-    xyz_zoom: int = typer.Option(None, "--xyz-zoom", help="Zoom of a mixed-zoom XYZ folder."),
+    tile_px: int = _TILE_PX,
+    gsd: float = _GSD,
+    overlap: float = _OVERLAP,
+    min_valid: float = _MIN_VALID,
+    batch_size: int = _BATCH_SIZE,
+    cache_dir: Path = _CACHE_DIR,
+    date: str = _DATE,
+    xyz_layout: str = _XYZ_LAYOUT,
+    xyz_zoom: int = _XYZ_ZOOM,
 ) -> None:
     """Tile imagery, embed the tiles and write a search index (appends if OUT holds one)."""
     from terrascribe.search.index import build_index
 
-    bundle = _load(model, pretrained, device, seed)
-    report = build_index(
-        sources,
-        bundle,
-        out,
-        **_tiling_options(tile_px, gsd, overlap, min_valid),
-        index_type=index_type,
-        seed=seed,
-        batch_size=batch_size,
-        cache_dir=cache_dir,
-        capture_date=date,
-        xyz_layout=xyz_layout,
-        xyz_zoom=xyz_zoom,
+    options = _add_options(
+        tile_px, gsd, overlap, min_valid, batch_size, cache_dir, date, xyz_layout, xyz_zoom
     )
+    bundle = _load(model, pretrained, device, seed)
+    report = build_index(sources, bundle, out, index_type=index_type, seed=seed, **options)
     _print_report(report)
 
 
@@ -90,34 +110,27 @@ def index_add(
     model: str = typer.Option(None, "--model", help="Must be the index's model (checked)."),
     pretrained: str = _PRETRAINED,
     device: str = _DEVICE,
-    tile_px: int = typer.Option(256, "--tile-px"),
-    gsd: float = typer.Option(None, "--gsd"),
-    overlap: float = typer.Option(0.0, "--overlap"),
-    min_valid: float = typer.Option(0.5, "--min-valid"),
-    batch_size: int = typer.Option(64, "--batch-size"),
-    cache_dir: Path = typer.Option(None, "--cache-dir"),
-    date: str = typer.Option(None, "--date"),
-    xyz_layout: str = typer.Option(None, "--xyz-layout"),
-    xyz_zoom: int = typer.Option(None, "--xyz-zoom"),
+    tile_px: int = _TILE_PX,
+    gsd: float = _GSD,
+    overlap: float = _OVERLAP,
+    min_valid: float = _MIN_VALID,
+    batch_size: int = _BATCH_SIZE,
+    cache_dir: Path = _CACHE_DIR,
+    date: str = _DATE,
+    xyz_layout: str = _XYZ_LAYOUT,
+    xyz_zoom: int = _XYZ_ZOOM,
 ) -> None:
     """Append imagery to an index (ids continue; tiles already indexed are skipped)."""
     from terrascribe.search.index import add_to_index, read_manifest
 
+    options = _add_options(
+        tile_px, gsd, overlap, min_valid, batch_size, cache_dir, date, xyz_layout, xyz_zoom
+    )
     bundle = None
     if model is not None:
         seed = read_manifest(index)["model"]["seed"]
         bundle = _load(model, pretrained, device, seed)
-    report = add_to_index(
-        index,
-        sources,
-        bundle,
-        **_tiling_options(tile_px, gsd, overlap, min_valid),
-        batch_size=batch_size,
-        cache_dir=cache_dir,
-        capture_date=date,
-        xyz_layout=xyz_layout,
-        xyz_zoom=xyz_zoom,
-    )
+    report = add_to_index(index, sources, bundle, device=device, **options)
     _print_report(report)
 
 

@@ -439,11 +439,16 @@ def build_index(
 
 
 def add_to_index(
-    index_dir: str | Path, sources: Sequence[str | Path], model: Any = None, **kwargs: Any
+    index_dir: str | Path,
+    sources: Sequence[str | Path],
+    model: Any = None,
+    *,
+    device: str = "cpu",
+    **kwargs: Any,
 ) -> AddReport:
     """Append imagery to an existing index (see :func:`build_index` for the arguments).
 
-    Without ``model``, the index's own model is loaded from its manifest.
+    Without ``model``, the index's own model is loaded from its manifest onto ``device``.
 
     Raises:
         SearchIndexError: If there is no index at ``index_dir`` or the model differs.
@@ -453,7 +458,7 @@ def add_to_index(
         from terrascribe.models.zoo import load_model
 
         info = manifest["model"]
-        model = load_model(info["name"], info["pretrained"], seed=info["seed"])
+        model = load_model(info["name"], info["pretrained"], device=device, seed=info["seed"])
     kwargs.setdefault("seed", manifest["model"]["seed"])
     return build_index(sources, model, index_dir, **kwargs)
 
