@@ -152,3 +152,38 @@ def test_retrieval_over_a_terrascribe_dataset(osm_dataset, tiny_model, tmp_path)
         )
     )
     assert dedup["n_texts"] == len(set(captions)) == 13
+
+
+def test_every_image_is_embedded_once_per_run(tiny_model, tmp_path, monkeypatch):
+    """Zero-shot on all images, the probes on train/test and --save-embeddings share embeddings."""
+    from PIL import Image
+
+    import terrascribe.models.encode as encode
+
+    rng = np.random.default_rng(0)
+    for c in ("forest", "lake", "city"):
+        (tmp_path / "scenes" / c).mkdir(parents=True)
+        for i in range(5):
+            pixels = rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "scenes" / c / f"{i}.png")
+    embedded: list[int] = []
+    real = encode.encode_images
+
+    def counting(bundle, images, **kwargs):
+        embedded.append(len(images))
+        return real(bundle, images, **kwargs)
+
+    monkeypatch.setattr(encode, "encode_images", counting)
+    paths = evaluate(
+        tiny_model,
+        tmp_path / "scenes",
+        "all",
+        tmp_path / "res",
+        options=EvalOptions(split="all", shots=(1,), few_shot_seeds=(0,)),
+        progress=False,
+        save_embeddings=tmp_path / "emb",
+    )
+    assert len(paths) == 4
+    assert sum(embedded) == 15  # 12 train + 3 test, each once
+    saved = np.load(tmp_path / "emb" / "images.npy")
+    assert saved == pytest.approx(real(tiny_model, sorted((tmp_path / "scenes").rglob("*.png"))))

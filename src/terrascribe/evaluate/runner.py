@@ -212,7 +212,11 @@ def _json_safe(obj: Any) -> Any:
 
 
 class _Embedder:
-    """Embeds with a loaded model through the on-disk cache, remembering results in memory."""
+    """Embeds with a loaded model through the on-disk cache (if any).
+
+    Within a run, each set of images is embedded once: the scoring functions keep what they
+    embedded in the run's ``cache`` dict (per split, class and retrieval embeddings).
+    """
 
     def __init__(self, model: Any, cache_dir: Path | None, batch_size: int, progress: bool):
         self.model = model
@@ -310,7 +314,7 @@ def _score_classification(
         img, labels, ids = _split_embedding(embed, data, split, cache)
         if img is None:
             raise EvaluationError(f"{source.name}: no {split} images")
-        cls = embed.class_embeddings(classnames, templates)
+        cls = _class_embedding(embed, classnames, templates, cache)
         scores = metrics.zero_shot_scores(img, cls)
         out = metrics.zero_shot_classification(img, cls, labels)
         details = metrics.classification_details(scores, labels, n_classes)
@@ -363,12 +367,43 @@ def _probe(task: str, arrays: tuple, n_classes: int, options: EvalOptions) -> _S
 def _split_embedding(
     embed: _Embedder, data: bm.ClassificationData, split: str, cache: dict
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Embeddings, labels and ids of one split, embedded once per run."""
+    """Embeddings, labels and ids of one split, embedded once per run.
+
+    ``all`` is assembled from the splits' embeddings, so no image is embedded twice when
+    zero-shot scores every image and the probes score train and test.
+    """
     images, labels, ids = data.subset(split)
     store = cache.setdefault("splits", {})
     if split not in store:
-        store[split] = embed.images(images) if images else None
+        if not images:
+            store[split] = None
+        elif split == "all":
+            parts = {str(name) for name in np.unique(data.splits)}
+            embedded = {name: _split_embedding(embed, data, name, cache)[0] for name in parts}
+            dim = next(iter(embedded.values())).shape[1]
+            whole = np.empty((len(images), dim), dtype=np.float32)
+            for name, emb in embedded.items():
+                whole[data.splits == name] = emb
+            store[split] = whole
+        else:
+            store[split] = embed.images(images)
     return store[split], labels, ids
+
+
+def _class_embedding(
+    embed: _Embedder, classnames: list[str], templates: list[str], cache: dict
+) -> np.ndarray:
+    """Template-ensembled class embeddings, made once per run."""
+    if "classes" not in cache:
+        cache["classes"] = embed.class_embeddings(classnames, templates)
+    return cache["classes"]
+
+
+def _retrieval_images(embed: _Embedder, data: bm.RetrievalData, cache: dict) -> np.ndarray:
+    """Image embeddings of a retrieval set, made once per run."""
+    if "ret_images" not in cache:
+        cache["ret_images"] = embed.images(data.images)
+    return cache["ret_images"]
 
 
 def _retrieval_input(source: _Source, options: EvalOptions) -> bm.RetrievalData:
@@ -400,7 +435,7 @@ def _score_retrieval(
     positives: Any = data.text_to_image
     if options.dedup:
         captions, positives = metrics.deduplicate_captions(captions, data.text_to_image)
-    img = embed.images(data.images)
+    img = _retrieval_images(embed, data, cache)
     txt = embed.texts(captions)
     out = metrics.retrieval(img, txt, positives)
     record = {
@@ -627,15 +662,19 @@ def _save_embeddings(
         "benchmark": source.name,
     }
     if source.kind == "classification":
-        data, classnames, templates = cache.get("cls") or _classification_input(source, options)
-        _save_npy(out / "images.npy", embed.images(data.images))
+        if "cls" not in cache:
+            cache["cls"] = _classification_input(source, options)
+        data, classnames, templates = cache["cls"]
+        _save_npy(out / "images.npy", _split_embedding(embed, data, "all", cache)[0])
         _save_npy(out / "labels.npy", data.labels)
         _save_npy(out / "split.npy", data.splits.astype("U5"))
-        _save_npy(out / "classes.npy", embed.class_embeddings(classnames, templates))
+        _save_npy(out / "classes.npy", _class_embedding(embed, classnames, templates, cache))
         meta.update(classnames=classnames, templates=templates)
     elif source.kind == "retrieval":
-        data = cache.get("ret") or _retrieval_input(source, options)
-        _save_npy(out / "images.npy", embed.images(data.images))
+        if "ret" not in cache:
+            cache["ret"] = _retrieval_input(source, options)
+        data = cache["ret"]
+        _save_npy(out / "images.npy", _retrieval_images(embed, data, cache))
         _save_npy(out / "texts.npy", embed.texts(data.captions))
         _save_npy(out / "text_to_image.npy", data.text_to_image)
     else:
