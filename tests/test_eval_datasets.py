@@ -140,6 +140,7 @@ def test_retrieval_over_a_terrascribe_dataset(osm_dataset, tiny_model, tmp_path)
     # published embeddings re-score identically
     rescored = _result(score_embeddings(tmp_path / "emb", "retrieval", tmp_path / "again"))
     assert rescored["metrics"] == pytest.approx(result["metrics"])
+    assert len(rescored["split_hash"]) == 64
     # SkyScript's de-duplicated protocol: "a lake" counted once
     dedup = _result(
         evaluate(

@@ -147,3 +147,4 @@ def test_warm_cache_gives_same_result_without_the_model(tiny_model, tmp_path):
     rescored = json.loads(path.read_text())
     assert rescored["metrics"] == first["metrics"]
     assert rescored["model"]["fingerprint"] == tiny_model.fingerprint
+    assert len(rescored["split_hash"]) == 64  # which rows were scored, as every result says

@@ -743,6 +743,11 @@ def score_embeddings(
     return written
 
 
+def _row_split_hash(splits: Sequence[str]) -> str:
+    """Split hash of precomputed embeddings, whose images are known by row number only."""
+    return bm.split_hash([str(i) for i in range(len(splits))], splits)
+
+
 def _score_precomputed(
     task: str, folder: Path, images: np.ndarray, meta: dict, options: EvalOptions
 ) -> _Scored:
@@ -751,16 +756,19 @@ def _score_precomputed(
         owner = _load_npy(folder, "text_to_image.npy")
         return _Scored(
             metrics.retrieval(images, texts, owner),
-            record={"n_images": len(images), "n_texts": len(texts)},
+            record={
+                "n_images": len(images),
+                "n_texts": len(texts),
+                "split_hash": _row_split_hash(["test"] * len(images)),
+            },
         )
     if task == "counting":
         cands = _load_npy(folder, "candidates.npy")
         counts = _load_npy(folder, "counts.npy")
         numbers = list(range(1, cands.shape[1] + 1))
         out = metrics.counting(images, cands, counts, numbers=numbers)
-        return _Scored(
-            out, {"confusion_matrix": out.pop("confusion_matrix")}, {"n_test": len(images)}
-        )
+        record = {"n_test": len(images), "split_hash": _row_split_hash(["test"] * len(images))}
+        return _Scored(out, {"confusion_matrix": out.pop("confusion_matrix")}, record)
     labels = _load_npy(folder, "labels.npy")
     split = _load_npy(folder, "split.npy", required=False)
     split = split.astype(str) if split is not None else np.array(["test"] * len(images))
@@ -770,9 +778,11 @@ def _score_precomputed(
         else np.ones(len(split), bool)
     )
     train = split == "train"
+    scored_split = np.where(test, "test", np.where(train, "train", "unused"))
     record: dict[str, Any] = {
         "classnames": meta.get("classnames"),
         "templates": meta.get("templates"),
+        "split_hash": _row_split_hash(scored_split.tolist()),
     }
     if task == "zeroshot":
         classes = _load_npy(folder, "classes.npy")
