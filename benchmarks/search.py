@@ -91,7 +91,7 @@ def bench_vectors(args: argparse.Namespace) -> list[dict]:
             _, truth = flat.search(xq, 10)
             faiss.omp_set_num_threads(args.threads)
             exact_ms = latencies(lambda q, f=flat: f.search(q, 10), xq[: args.exact_queries])
-            rows.append(row(n, kind, "flat (exact, reference)", 0.0, exact_ms, 1.0, exact_ms, flat))
+            rows.append(row(n, kind, "flat (exact, reference)", 0.0, exact_ms, 1.0, exact_ms))
             del flat
             specs = [vectors.choose_spec(n, args.dim, "hnsw")]
             if n >= 200_000 or args.ivfpq:
@@ -118,14 +118,14 @@ def bench_vectors(args: argparse.Namespace) -> list[dict]:
                         lambda q, i=index, s=spec: vectors.search_vectors(i, s, q, 10), xq
                     )
                     label = f"{spec.type} {knob}={v}"
-                    rows.append(row(n, kind, label, build_s, ms, rec, exact_ms, index))
+                    rows.append(row(n, kind, label, build_s, ms, rec, exact_ms))
                     print_row(rows[-1], flush=True)
                 del index
             del xb
     return rows
 
 
-def row(n, kind, label, build_s, ms, rec, exact_ms, index) -> dict:
+def row(n, kind, label, build_s, ms, rec, exact_ms) -> dict:
     p50, p99 = np.percentile(ms, [50, 99])
     return {
         "n": n,

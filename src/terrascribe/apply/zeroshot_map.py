@@ -397,7 +397,7 @@ def _write_maps(
     out = result.class_map
     out.parent.mkdir(parents=True, exist_ok=True)
     if result.grid == "coarse":
-        transform = profile["transform"] * Affine.scale(plan.stride)
+        transform = profile["transform"] @ Affine.scale(plan.stride)
         width, height = plan.cols, plan.rows
     else:
         transform, width, height = profile["transform"], profile["width"], profile["height"]

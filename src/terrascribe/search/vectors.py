@@ -121,7 +121,7 @@ def vectors_at(index, ids: np.ndarray) -> np.ndarray:
     return index.reconstruct_batch(ids)
 
 
-def search_params(index, spec: IndexSpec, k: int, selector=None):
+def search_params(spec: IndexSpec, k: int, selector: Any = None) -> Any:
     """Per-call faiss search parameters (thread-safe: nothing is set on the shared index)."""
     import faiss
 
@@ -159,10 +159,10 @@ def search_vectors(
         bitmap[allowed] = True
         packed = np.packbits(bitmap, bitorder="little")
         selector = faiss.IDSelectorBitmap(n, faiss.swig_ptr(packed))
-        params = search_params(index, spec, k, selector)
+        params = search_params(spec, k, selector)
         scores, ids = index.search(queries, k, params=params)
         return scores, ids
-    params = search_params(index, spec, k)
+    params = search_params(spec, k)
     if params is None:
         return index.search(queries, k)
     return index.search(queries, k, params=params)
