@@ -16,7 +16,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from terrascribe.shards import atomic_write_text
 from terrascribe.train.checkpoint import (
     export_hf,
     latest_checkpoint,
@@ -39,6 +40,7 @@ from terrascribe.train.data import (
     decode_size_for,
     make_loader,
     make_sources,
+    samples_per_epoch,
     steps_for_epochs,
 )
 
@@ -310,7 +312,7 @@ class _Logger:
                 for line in self.path.read_text().splitlines()
                 if line.strip() and json.loads(line).get("step", 0) <= start_step
             ]
-            self.path.write_text("".join(k + "\n" for k in kept))
+            atomic_write_text(self.path, "".join(k + "\n" for k in kept))
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -363,10 +365,6 @@ def _check_resumable(config: TrainConfig, saved: dict[str, Any], world_size: int
             f"cannot resume {path}: these settings differ from the interrupted run, so it would "
             f"not continue the same run: {changed}. Use the original values or a new --out."
         )
-
-
-def _batches(loader: torch.utils.data.DataLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    yield from loader
 
 
 def _step_accumulated(
@@ -517,7 +515,7 @@ def train(config: TrainConfig, eval_fn: EvalFn | None = None) -> TrainResult:
     autocast = lambda: _autocast(config, device)  # noqa: E731
     end_step = min(total_steps, config.stop_at_step or total_steps)
     run_name = out.name
-    samples_per_epoch = sum(s.n_samples for s in sources)
+    epoch_samples = samples_per_epoch(sources)
 
     def payload(step: int) -> dict[str, Any]:
         import open_clip
@@ -526,7 +524,7 @@ def train(config: TrainConfig, eval_fn: EvalFn | None = None) -> TrainResult:
         return {
             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
             "step": step,
-            "epoch": step * global_batch / samples_per_epoch,
+            "epoch": step * global_batch / epoch_samples,
             "name": run_name,
             "arch": bundle.arch,
             "model_cfg": {**model_cfg, **model_kwargs},
@@ -563,7 +561,7 @@ def train(config: TrainConfig, eval_fn: EvalFn | None = None) -> TrainResult:
     loss_value = float("nan")
     step = start_step
     timed_samples, timed_seconds = 0, 0.0
-    batches = _batches(loader)
+    batches = iter(loader)
     try:
         with progress_bar(
             end_step - start_step, f"train {run_name}", enabled=config.progress and dist.main
@@ -600,7 +598,7 @@ def train(config: TrainConfig, eval_fn: EvalFn | None = None) -> TrainResult:
                             "loss": loss_value,
                             "lr": lr_used,
                             "logit_scale": float(model.logit_scale.detach().exp()),
-                            "epoch": step * global_batch / samples_per_epoch,
+                            "epoch": step * global_batch / epoch_samples,
                             "samples_per_s": global_batch / dt,
                             "data_s": t_data,
                             "step_s": dt,
