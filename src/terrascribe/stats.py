@@ -28,7 +28,6 @@ def describe_dataset(path: str | Path) -> dict[str, Any]:
     ds = Dataset(path)
     df = ds.manifest(
         columns=[
-            "key",
             "caption",
             "n_captions",
             "source",
@@ -45,7 +44,7 @@ def describe_dataset(path: str | Path) -> dict[str, Any]:
     )
     words = df["caption"].str.split().str.len().to_numpy() if len(df) else np.zeros(0)
     gsd = df["gsd_m"].dropna().to_numpy(dtype=float)
-    hist, _ = np.histogram(gsd, bins=np.array(GSD_BINS_M)) if gsd.size else (np.zeros(8), None)
+    hist, _ = np.histogram(gsd, bins=np.array(GSD_BINS_M))  # all zeros when no GSD is known
     geo = df.dropna(subset=["west", "south", "east", "north"])
     labels: Counter[str] = Counter()
     for row in df["labels"]:
