@@ -144,6 +144,10 @@ def test_cli_errors_are_one_line(tmp_path):
     result = runner.invoke(app, ["eval", "--model", "ts-tiny", "--benchmark", str(bench),
                                  "--probe-c-grid", "0,1", "--out", str(tmp_path)])  # fmt: skip
     assert result.exit_code == 2 and "positive numbers" in result.output
+    result = runner.invoke(app, ["eval", "--model", "ts-tiny", "--benchmark", str(bench),
+                                 "--benchmark", str(bench), "--save-embeddings",
+                                 str(tmp_path / "e"), "--out", str(tmp_path)])  # fmt: skip
+    assert result.exit_code == 2 and "one --benchmark" in result.output
     result = runner.invoke(app, ["eval", "report", str(tmp_path / "nothing")])
     assert result.exit_code == 1 and "no such results folder" in result.output
 

@@ -175,6 +175,11 @@ def register(app: typer.Typer) -> None:
         else:
             if model is None or not benchmark:
                 raise typer.BadParameter("--model and --benchmark are required (or --embeddings)")
+            if save_embeddings is not None and len(benchmark) > 1:
+                # one folder holds one benchmark's embeddings: a second would overwrite the first
+                raise typer.BadParameter(
+                    "--save-embeddings takes one --benchmark; run once per benchmark"
+                )
             from terrascribe.models.zoo import load_model
 
             bundle = load_model(model, pretrained, device=device, seed=seed)
