@@ -406,7 +406,7 @@ def _retrieval_images(embed: _Embedder, data: bm.RetrievalData, cache: dict) -> 
     return cache["ret_images"]
 
 
-def _retrieval_input(source: _Source, options: EvalOptions) -> bm.RetrievalData:
+def _retrieval_input(source: _Source) -> bm.RetrievalData:
     if source.layout == "wds":
         return bm.load_wds_retrieval(source.path)
     if source.layout == "terrascribe":
@@ -427,7 +427,7 @@ def _score_retrieval(
     source: _Source, embed: _Embedder, options: EvalOptions, cache: dict
 ) -> _Scored:
     if "ret" not in cache:
-        cache["ret"] = _retrieval_input(source, options)
+        cache["ret"] = _retrieval_input(source)
     data = cache["ret"]
     captions = list(data.captions)
     if options.caption_prefix:
@@ -500,7 +500,7 @@ def _load_data(source: _Source, options: EvalOptions) -> dict[str, Any]:
     if source.kind == "classification":
         return {"cls": _classification_input(source, options)}
     if source.kind == "retrieval":
-        return {"ret": _retrieval_input(source, options)}
+        return {"ret": _retrieval_input(source)}
     return {"count": bm.load_counting(source.path)}
 
 
@@ -672,7 +672,7 @@ def _save_embeddings(
         meta.update(classnames=classnames, templates=templates)
     elif source.kind == "retrieval":
         if "ret" not in cache:
-            cache["ret"] = _retrieval_input(source, options)
+            cache["ret"] = _retrieval_input(source)
         data = cache["ret"]
         _save_npy(out / "images.npy", _retrieval_images(embed, data, cache))
         _save_npy(out / "texts.npy", embed.texts(data.captions))
