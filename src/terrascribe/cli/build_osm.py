@@ -1,4 +1,4 @@
-"""``terrascribe build osm`` (SkyScript's method), ``build osm-extract``, ``build osm-overpass``."""
+"""``terrascribe build osm`` (SkyScript's method) and its helpers ``osm-extract|overpass|tags``."""
 
 from __future__ import annotations
 
@@ -162,8 +162,96 @@ def osm_overpass(
     typer.echo(f"wrote {path}")
 
 
+def _read_tag_list(tags: list[str], tags_file: Path | None) -> list[tuple[str, str]]:
+    lines = list(tags)
+    if tags_file is not None:
+        lines += [ln.strip() for ln in tags_file.read_text(encoding="utf-8").splitlines()]
+    pairs = []
+    for i, line in enumerate(ln for ln in lines if ln and not ln.startswith("#")):
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            where = f"{tags_file}" if tags_file else "--tag"
+            raise typer.BadParameter(f"{where}: entry {i + 1} is not KEY=VALUE: {line!r}")
+        pairs.append((key.strip(), value.strip()))
+    return pairs
+
+
+def osm_tags(
+    out: Path = typer.Option(..., "--out", help="Extended tag table (CSV) to write."),
+    tag: list[str] = typer.Option([], "--tag", help="An unseen tag KEY=VALUE (repeatable)."),
+    tags_file: Path = typer.Option(None, help="A file of KEY=VALUE lines."),
+    model: str = typer.Option(
+        None, help="Embed tags with this model's text tower (default: hashed character n-grams)."
+    ),
+    pretrained: str = typer.Option(None, help="Weights for --model."),
+    table: Path = typer.Option(None, help="Tag table to extend (default: the packaged one)."),
+    threshold: float = typer.Option(0.5, help="Visibility probability above which a tag is kept."),
+    seed: int = typer.Option(0, help="Seed of the classifier fit and the held-out split."),
+) -> None:
+    """Extend the tag table to unseen tags with the learned classifier (SkyScript's two stages).
+
+    The classifier is fitted on the table's reviewed rows ("is KEY VALUE visible from above, and
+    down to which GSD?"). Predicted rows are marked source=classifier: review them.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from terrascribe.text.osm_tags import TagTable
+    from terrascribe.text.tag_classifier import (
+        HashedNgramEmbedder,
+        evaluate_tag_classifier,
+        extend_table,
+        fit_tag_classifier,
+        model_embedder,
+    )
+
+    pairs = _read_tag_list(tag, tags_file)
+    if not pairs:
+        raise typer.BadParameter("give unseen tags with --tag KEY=VALUE or --tags-file")
+    base = TagTable.load(table)
+    if model:
+        from terrascribe.models.zoo import load_model
+
+        embed = model_embedder(load_model(model, pretrained, seed=seed))
+    else:
+        embed = HashedNgramEmbedder()
+    held_out = evaluate_tag_classifier(base, embed, seed=seed)
+    extended = extend_table(
+        base, pairs, fit_tag_classifier(base, embed, seed=seed), threshold=threshold
+    )
+    from terrascribe.shards import atomic_write_text, dumps
+
+    # The version goes in the sibling <stem>.meta.json that TagTable.load reads back.
+    atomic_write_text(out, extended.to_csv())
+    meta = {
+        "version": extended.version,
+        "extended_from": base.version,
+        "embedding": held_out["embedding"],
+    }
+    atomic_write_text(out.with_name(out.name.removesuffix(".csv") + ".meta.json"), dumps(meta))
+    view = Table(title="unseen tags (predicted rows are marked source=classifier: review them)")
+    for column in ("tag", "from", "visible", "max GSD (m)", "phrase"):
+        view.add_column(column)
+    for key, value in pairs:
+        known, rule = base.lookup(key, value), extended.lookup(key, value)
+        origin = "table" if known is not None else ("classifier" if rule else "dropped")
+        if rule is None:
+            view.add_row(f"{key}={value}", origin, "", "", "")
+            continue
+        view.add_row(f"{key}={value}", origin, str(rule.visible), str(rule.max_gsd_m), rule.phrase)
+    console = Console()
+    console.print(view)
+    console.print(
+        f"held-out check on the reviewed table ({held_out['n_test']} rows): visible? "
+        f"{held_out['stage1_accuracy']:.2f} (majority {held_out['stage1_majority']:.2f}); "
+        f"max GSD {held_out['stage2_accuracy']:.2f} (majority {held_out['stage2_majority']:.2f})"
+    )
+    console.print(f"extended table written to {out}")
+
+
 def register(app: typer.Typer) -> None:
     """Add this method's commands to the ``build`` group."""
     app.command("osm")(build_osm)
     app.command("osm-extract")(osm_extract)
     app.command("osm-overpass")(osm_overpass)
+    app.command("osm-tags")(osm_tags)
