@@ -102,3 +102,17 @@ def test_distinct_names_required(setup) -> None:
     ds, bench, _ = setup
     with pytest.raises(ValueError, match="distinct"):
         contamination_dataset(ds, [str(bench), str(bench)], progress=False)
+
+
+def test_registry_names_resolve_through_the_evaluation_registry(tmp_path, monkeypatch):
+    from terrascribe.curate.contamination import parse_benchmark
+    from terrascribe.evaluate.benchmarks import BenchmarkNotFoundError, get_benchmark
+
+    monkeypatch.setenv("TERRASCRIBE_DATA", str(tmp_path))
+    with pytest.raises(BenchmarkNotFoundError):  # known, but its files are not there yet
+        parse_benchmark("rsscn7")
+    folder = tmp_path / (get_benchmark("rsscn7").folder or "rsscn7")
+    (folder / "grass").mkdir(parents=True)
+    assert parse_benchmark("rsscn7").path == folder
+    with pytest.raises(FileNotFoundError, match="no registered benchmark"):
+        parse_benchmark("no-such-benchmark")

@@ -65,7 +65,8 @@ def parse_benchmark(spec: str) -> Benchmark:
     """``NAME=PATH`` or ``PATH`` (the name is then the folder or file stem), or a registry name.
 
     A folder is an image benchmark; a file is a caption set. A bare name that is not a path is
-    looked up in :mod:`terrascribe.evaluate.benchmarks` when that registry is installed.
+    looked up in the evaluation registry (:mod:`terrascribe.evaluate.benchmarks`), whose files
+    live under ``$TERRASCRIBE_DATA``.
 
     Raises:
         FileNotFoundError: If the path does not exist and no registry knows the name.
@@ -86,18 +87,18 @@ def parse_benchmark(spec: str) -> Benchmark:
 
 
 def _from_registry(name: str) -> Path | None:
-    try:
-        from terrascribe.evaluate import benchmarks as registry  # written by the evaluation area
-    except ImportError:
+    """The folder of a registry benchmark, or None when no benchmark has that name.
+
+    Raises:
+        BenchmarkNotFoundError: If the benchmark is known but its files are not where the
+            registry expects them (the message says where to get them and where to put them).
+    """
+    from terrascribe.evaluate.benchmarks import list_benchmarks
+    from terrascribe.evaluate.runner import resolve_source
+
+    if name.lower().replace("_", "-") not in {b.name for b in list_benchmarks()}:
         return None
-    resolve = getattr(registry, "benchmark_path", None) or getattr(registry, "resolve", None)
-    if resolve is None:
-        return None
-    try:
-        found = resolve(name)
-    except (KeyError, ValueError, FileNotFoundError):
-        return None
-    return Path(found) if found else None
+    return resolve_source(name).path
 
 
 def normalise_caption(text: str) -> str:
