@@ -47,3 +47,14 @@ def test_train_cli_refuses_a_missing_benchmark_before_training(tmp_path):
     )
     assert result.exit_code != 0
     assert not (out / "checkpoints").exists()
+
+
+def test_bad_crop_scale_names_the_option(tmp_path):
+    data = make_dataset(tmp_path / "data", "a", 1, 4)
+    for bad in ("a,b", "0.9,0.5", "0.5"):
+        result = runner.invoke(
+            app,
+            ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--crop-scale", bad],
+        )
+        assert result.exit_code != 0
+        assert "--crop-scale" in result.output

@@ -53,7 +53,18 @@ def models_export(
 def _pair(text: str | None) -> tuple[float, float] | None:
     if text is None or text.lower() == "none":
         return None
-    lo, hi = (float(x) for x in text.split(","))
+    try:
+        lo, hi = (float(x) for x in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(
+            f"expected two numbers LO,HI (e.g. 0.67,1.0) or none, got {text!r}",
+            param_hint="--crop-scale",
+        ) from None
+    if not 0 < lo <= hi <= 1:
+        raise typer.BadParameter(
+            f"need 0 < LO <= HI <= 1 (fractions of the image area), got {text!r}",
+            param_hint="--crop-scale",
+        )
     return (lo, hi)
 
 
@@ -80,7 +91,13 @@ def train_command(
     precision: str = typer.Option("fp32", help="fp32, amp (fp16, GPU) or amp_bf16."),
     loss: str = typer.Option("clip", help="clip or siglip."),
     lock_image: bool = typer.Option(False, help="Freeze the image tower."),
+    lock_image_unlocked_groups: int = typer.Option(
+        0, help="With --lock-image: leave the last N layer groups trainable."
+    ),
     lock_text: bool = typer.Option(False, help="Freeze the text tower."),
+    lock_text_unlocked_layers: int = typer.Option(
+        0, help="With --lock-text: leave the last N layers trainable."
+    ),
     grad_checkpointing: bool = typer.Option(False, help="Save memory, spend compute."),
     rotate90: bool = typer.Option(True, help="Random 90-degree rotations."),
     flip: bool = typer.Option(True, help="Random horizontal/vertical flips."),
@@ -140,7 +157,9 @@ def train_command(
         precision=precision,
         loss=loss,
         lock_image=lock_image,
+        lock_image_unlocked_groups=lock_image_unlocked_groups,
         lock_text=lock_text,
+        lock_text_unlocked_layers=lock_text_unlocked_layers,
         grad_checkpointing=grad_checkpointing,
         augment=AugmentConfig(
             rotate90=rotate90,
