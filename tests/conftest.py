@@ -24,6 +24,15 @@ def shared_data() -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_terrascribe_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Tools default to the shared ``$TERRASCRIBE_CACHE``: tests use their own, never ~/.cache."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TERRASCRIBE_CACHE", str(tmp_path_factory.mktemp("terrascribe-cache")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
 def sample_region(tmp_path_factory: pytest.TempPathFactory):
     """A small generated sample region (GeoTIFF, OSM, boxes, masks, scenes), made once."""

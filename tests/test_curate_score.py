@@ -13,7 +13,8 @@ from tests.test_curate_helpers import make_dataset
 
 
 @pytest.mark.slow
-def test_scores_view(tiny_model, tmp_path: Path) -> None:
+def test_scores_view(tiny_model, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("TERRASCRIBE_CACHE", str(tmp_path / "shared"))
     ds = make_dataset(tmp_path / "ds", 12, shards=2)
     scores = score_dataset(ds, tiny_model, tmp_path / "scores.parquet", progress=False)
     assert scores["key"].tolist() == ds.manifest()["key"].tolist()
@@ -22,8 +23,9 @@ def test_scores_view(tiny_model, tmp_path: Path) -> None:
     view, meta = read_view(tmp_path / "scores.parquet")
     assert meta["fingerprint"] == tiny_model.fingerprint and meta["model"] == tiny_model.name
     assert list(view.columns) == ["key", "clip_score", "clip_score_mean"]
-    assert any((tmp_path / ".embeddings").rglob("*.npy"))  # cached beside the view
-    again = score_dataset(ds, tiny_model, progress=False, cache_dir=tmp_path / ".embeddings")
+    cache = tmp_path / "shared" / "embeddings"
+    assert any(cache.rglob("chunk-*.npy"))  # cached in the cache every tool shares
+    again = score_dataset(ds, tiny_model, progress=False, cache_dir=cache)
     np.testing.assert_array_equal(again["clip_score"], scores["clip_score"])
 
 

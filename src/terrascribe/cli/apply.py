@@ -26,7 +26,9 @@ _GSD = typer.Option(None, "--gsd", help="Tile GSD in metres (default: native).")
 _OVERLAP = typer.Option(0.0, "--overlap", help="Overlap fraction between tiles.")
 _MIN_VALID = typer.Option(0.5, "--min-valid", help="Minimum valid-pixel share.")
 _BATCH_SIZE = typer.Option(64, "--batch-size", help="Tiles per forward pass.")
-_CACHE_DIR = typer.Option(None, "--cache-dir", help="Embedding cache (default: INDEX/cache).")
+_CACHE_DIR = typer.Option(
+    None, "--cache-dir", help="Embedding cache (default: the shared $TERRASCRIBE_CACHE/embeddings)."
+)
 _DATE = typer.Option(None, "--date", help="Capture date for undated sources (YYYY-MM-DD).")
 _XYZ_LAYOUT = typer.Option(None, "--xyz-layout", help="z/x/y, x-y-z or z-x-y.")
 _XYZ_ZOOM = typer.Option(None, "--xyz-zoom", help="Zoom of a mixed-zoom XYZ folder.")

@@ -50,7 +50,9 @@ def score(
     pretrained: str = typer.Option(None, help="Weights: open_clip tag, file, or hf-hub:org/name."),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:1 or auto."),
     batch_size: int = typer.Option(64, help="Images per forward pass."),
-    cache_dir: Path = typer.Option(None, help="Embedding cache (default: beside the view)."),
+    cache_dir: Path = typer.Option(
+        None, help="Embedding cache (default: the shared $TERRASCRIBE_CACHE/embeddings)."
+    ),
 ) -> None:
     """Image-caption cosine similarity (clip_score) of every sample, as a view."""
     from terrascribe.curate.score import score_dataset

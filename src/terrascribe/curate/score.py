@@ -6,8 +6,10 @@ the top fraction; :mod:`terrascribe.curate.filter` does that cut. The scores are
 and its fingerprint, so a score is never compared with one from another model by accident.
 
 Embedding goes shard by shard through :func:`terrascribe.models.encode.encode_images` /
-``encode_texts`` with an on-disk cache, so an interrupted run resumes at the shard it stopped in,
-and scoring the same data with the same model twice costs nothing.
+``encode_texts`` with the per-item embedding cache every tool shares (by default
+:func:`terrascribe.models.encode.default_cache_dir`), so an interrupted run resumes where it
+stopped, and images or captions that evaluation or search already embedded with the same model
+(in any grouping) are not embedded again.
 """
 
 from __future__ import annotations
@@ -71,16 +73,19 @@ def score_dataset(
         bundle: A loaded model (:func:`terrascribe.models.zoo.load_model`).
         out: View path (``scores.parquet``); None: only return the scores.
         batch_size: Images per forward pass.
-        cache_dir: Embedding cache (default: ``.embeddings`` beside ``out``), which also makes an
+        cache_dir: Embedding cache (default: the shared
+            :func:`~terrascribe.models.encode.default_cache_dir`), which also makes an
             interrupted run resume.
         progress: Show a progress bar (one step per shard).
 
     Returns:
         ``key, clip_score, clip_score_mean`` in manifest order.
     """
+    from terrascribe.models.encode import default_cache_dir
+
     ds = open_dataset(dataset)
-    if cache_dir is None and out is not None:
-        cache_dir = Path(out).parent / ".embeddings"
+    if cache_dir is None:
+        cache_dir = default_cache_dir()
     frames = []
     for shard in track(ds.shards, "score shards", enabled=progress):
         keys, images, captions = [], [], []

@@ -117,9 +117,11 @@ class _Source:
 
 
 def default_cache_dir() -> Path:
-    """Embedding cache: ``$TERRASCRIBE_CACHE/embeddings`` (default ``~/.cache/terrascribe``)."""
-    base = os.environ.get("TERRASCRIBE_CACHE") or Path.home() / ".cache" / "terrascribe"
-    return Path(base) / "embeddings"
+    """The embedding cache every tool shares (:func:`terrascribe.models.encode.default_cache_dir`:
+    ``$TERRASCRIBE_CACHE/embeddings``, default ``~/.cache/terrascribe/embeddings``)."""
+    from terrascribe.models.encode import default_cache_dir as shared
+
+    return shared()
 
 
 def default_data_root() -> Path:

@@ -320,8 +320,9 @@ def build_index(
         index_type: ``auto`` (by size), ``flat``, ``hnsw`` or ``ivfpq``.
         seed: Seed of IVF-PQ training and of a randomly initialised model (recorded).
         batch_size: Images per forward pass.
-        chunk_tiles: Tiles read and embedded together (bounds memory; one cache entry each).
-        cache_dir: Embedding cache folder (None: ``OUT/cache``).
+        chunk_tiles: Tiles read and embedded together (bounds memory; one cache chunk each).
+        cache_dir: Embedding cache folder (None: the shared
+            :func:`~terrascribe.models.encode.default_cache_dir`).
         capture_date: Date for sources that do not carry one (``YYYY-MM-DD``).
         xyz_layout, xyz_zoom: For XYZ folders whose layout or zoom cannot be guessed.
         progress: Show progress bars.
@@ -333,7 +334,7 @@ def build_index(
         SearchIndexError: If ``out`` holds an index of another model or a damaged one.
         TilingError: If an input cannot be read or tiling parameters are unusable.
     """
-    from terrascribe.models.encode import encode_images
+    from terrascribe.models.encode import default_cache_dir, encode_images
     from terrascribe.progress import progress_bar
 
     out = Path(out)
@@ -362,7 +363,7 @@ def build_index(
             "additions": [],
         }
         index, spec, old, known = None, None, None, set()
-    cache = Path(cache_dir) if cache_dir is not None else out / "cache"
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     inputs = resolve_inputs(
         sources, xyz_layout=xyz_layout, xyz_zoom=xyz_zoom, capture_date=capture_date
     )
