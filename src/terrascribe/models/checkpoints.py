@@ -174,7 +174,7 @@ def load_weights(
 
 
 @lru_cache(maxsize=256)
-def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:  # noqa: ARG001 (memo keys)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:  # size, mtime: memo keys
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 22), b""):
