@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from hypothesis import given
+from hypothesis import strategies as st
 from rasterio.transform import from_origin
 from shapely.geometry import box
 
@@ -355,3 +357,76 @@ def test_real_sintra_dataset_captions_name_objects_in_the_tiles(shared_data: Pat
     names = " ".join(s.caption for s in Dataset(out).samples())
     for phrase in ("parking lot", "water tower", "ruins", "cliff", "tertiary road"):
         assert phrase in names
+
+
+# --- fast paths give the slow paths' results ------------------------------------------------
+
+
+@given(st.lists(st.floats(-1e4, 1e4, allow_nan=False), min_size=1, max_size=50))
+def test_round2_matches_python_round(values):
+    from terrascribe.build.osm import _round2
+
+    got = _round2(np.array(values)).tolist()
+    assert got == [round(v, 2) for v in values]
+
+
+def test_round2_on_decimal_ties_matches_python_round():
+    from terrascribe.build.osm import _round2
+
+    ties = [0.125, 0.285, 1.005, 2.675, 0.145, -0.125, 10.015, 123.455, 0.005, -2.675]
+    grid = [i / 1000 for i in range(-3000, 3000)]
+    values = np.array(ties + grid).reshape(-1, 2)
+    assert _round2(values).tolist() == [[round(a, 2), round(b, 2)] for a, b in values.tolist()]
+
+
+def test_main_rings_match_per_geometry_rings():
+    import shapely
+    from shapely.geometry import MultiPolygon, Polygon
+
+    from terrascribe.build.osm import _main_ring, _main_rings
+
+    rng = np.random.default_rng(0)
+    geoms = [
+        box(0.123, 0.456, 10.789, 20.015),
+        Polygon([(0, 0), (5.555, 1.0051), (3.3333, 7.777)]),
+        MultiPolygon([box(0, 0, 1, 1), box(2, 2, 5.125, 5.675)]),
+        shapely.Point(1, 1),
+        Polygon(),
+        *(shapely.Point(*rng.uniform(0, 100, 2)).buffer(rng.uniform(1, 9)) for _ in range(20)),
+    ]
+    arr = np.empty(len(geoms), dtype=object)
+    arr[:] = geoms
+    wanted = np.array([g.geom_type != "Point" and not g.is_empty for g in geoms])
+    rings = _main_rings(arr, wanted)
+    assert set(rings) == set(np.flatnonzero(wanted).tolist())
+    for j, ring in rings.items():
+        assert ring == _main_ring(geoms[j])
+
+
+def test_image_object_checked_by_caller_equals_the_checked_constructor():
+    from terrascribe.records import ImageObject
+
+    args = (
+        "building",
+        (1.0, 2.5, 3.25, 4.0),
+        {"building": "yes"},
+        ((0.0, 0.0), (1.0, 0.5), (0.5, 1.0)),
+        "w1",
+    )
+    fast = ImageObject.checked_by_caller(*args)
+    assert fast == ImageObject(*args)
+    assert fast.to_dict() == ImageObject(*args).to_dict()
+
+
+@pytest.mark.parametrize("std", [0.0, 1.0, 1.99, 2.0, 2.5, 40.0])
+def test_blank_bound_never_passes_a_blank_tile(std):
+    from terrascribe.build.osm import _surely_not_blank
+
+    rng = np.random.default_rng(1)
+    rgb = np.clip(rng.normal(128, std, (64, 64, 3)).round(), 0, 255).astype(np.uint8)
+    if _surely_not_blank(rgb, 2.0):
+        assert rgb.std() >= 2.0
+    # a tile whose variation lies outside the sampled rows is still tested exactly
+    flat = np.full((64, 64, 3), 100, np.uint8)
+    flat[40:] = 200
+    assert not _surely_not_blank(flat, 2.0) and flat.std() >= 2.0

@@ -175,6 +175,32 @@ class ImageObject:
                 raise RecordError(f"polygon needs at least 3 points, got {len(poly)}")
             object.__setattr__(self, "polygon", poly)
 
+    @classmethod
+    def checked_by_caller(
+        cls,
+        label: str,
+        bbox_xyxy: tuple[float, float, float, float],
+        tags: dict[str, str],
+        polygon: tuple[tuple[float, float], ...] | None,
+        source_id: str | None,
+    ) -> ImageObject:
+        """Build an object from values the caller has already validated, without re-checking.
+
+        For builders that make tens of objects per tile from data they checked in bulk (finite
+        coordinates, ``xmin <= xmax``, ``str`` tags, polygons of 3+ points, a non-empty label):
+        the per-field checks of the normal constructor would cost more than making the object.
+        The result equals ``ImageObject(label, bbox_xyxy, tags, polygon, source_id)`` for such
+        values; anything else must go through the normal constructor.
+        """
+        obj = object.__new__(cls)
+        setattr_ = object.__setattr__
+        setattr_(obj, "label", label)
+        setattr_(obj, "bbox_xyxy", bbox_xyxy)
+        setattr_(obj, "tags", tags)
+        setattr_(obj, "polygon", polygon)
+        setattr_(obj, "source_id", source_id)
+        return obj
+
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form."""
         out: dict[str, Any] = {"label": self.label, "bbox_xyxy": list(self.bbox_xyxy)}

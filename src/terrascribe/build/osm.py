@@ -321,20 +321,44 @@ class _Context:
     geoms: np.ndarray  # lon/lat geometries
     kinds: np.ndarray  # _POINT, _LINE or _POLYGON
     areas: np.ndarray  # in square degrees (lon/lat)
+    refs: list[str]
+    sort_keys: list[tuple[str, int]]  # _ref_sort of each ref
+    tags: list[dict[str, str]]  # tags as str -> str (what ImageObject stores)
     native: dict[str, np.ndarray] = field(default_factory=dict)  # CRS key -> geometries in it
+    labels: dict[tuple[int, float], tuple[str, bool]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, objects: list[OsmObject]) -> _Context:
         geoms = np.empty(len(objects), dtype=object)
         geoms[:] = [o.geometry for o in objects]
+        refs = [o.ref for o in objects]
         return cls(
             objects,
-            {o.ref: o for o in objects},
+            dict(zip(refs, objects, strict=True)),
             shapely.STRtree(geoms),
             geoms,
             np.array([_KIND_CODE[o.kind] for o in objects], dtype=np.int8),
             shapely.area(geoms),
+            refs,
+            [_ref_sort(r) for r in refs],
+            [{str(k): str(v) for k, v in o.tags.items()} for o in objects],
         )
+
+    def label(self, i: int, table: TagTable, gsd: float) -> tuple[str, bool]:
+        """Object ``i``'s label at ``gsd`` and whether any of its tags is visible there.
+
+        Tiles share most of their objects with their neighbours: asked once per object and GSD.
+        """
+        key = (i, gsd)
+        found = self.labels.get(key)
+        if found is None:
+            tags = self.objects[i].tags
+            rules = table.visible_rules(tags, gsd)
+            label = rules[0].phrase if rules else next(iter(sorted(tags.items())), ("object",))[0]
+            if len(self.labels) >= 200_000:  # bounded: fit-to-size tiles bring many GSDs
+                self.labels.clear()
+            found = self.labels[key] = (label or "object", bool(rules))
+        return found
 
     def in_crs(self, crs: Any) -> np.ndarray:
         """All objects' geometries in ``crs``, projected once (one pyproj call) and kept."""
@@ -438,12 +462,13 @@ def _make_sample(
     out_gsd = gsd * side / out_px
     if tile.valid_fraction < opts.min_valid_fraction:
         raise _SkipTile("tile mostly nodata", f"{tile.valid_fraction:.2f} of pixels have data")
-    if tile.valid.all():  # same pixels, same order: no boolean-mask copy
-        std = float(tile.rgb.std())
-    else:
-        std = float(tile.rgb[tile.valid].std()) if tile.valid.any() else 0.0
-    if std < opts.min_std:
-        raise _SkipTile("blank tile", f"pixel std {std:.2f} < {opts.min_std}")
+    if not (tile.valid.all() and _surely_not_blank(tile.rgb, opts.min_std)):
+        if tile.valid.all():  # same pixels, same order: no boolean-mask copy
+            std = float(tile.rgb.std())
+        else:
+            std = float(tile.rgb[tile.valid].std()) if tile.valid.any() else 0.0
+        if std < opts.min_std:
+            raise _SkipTile("blank tile", f"pixel std {std:.2f} < {opts.min_std}")
 
     tile_box = box(*bounds)
     tile_lonlat = transform_geometry(
@@ -455,11 +480,14 @@ def _make_sample(
     in_tile = _image_objects(
         context, hits, crs, tile_lonlat, to_px, image_box, table, out_gsd, opts
     )
-    in_tile.sort(key=lambda pair: (pair[0].ref != obj.ref, _ref_sort(pair[0].ref)))
-    if not in_tile or in_tile[0][0].ref != obj.ref:
+    refs, sort_keys = context.refs, context.sort_keys
+    in_tile.sort(key=lambda pair: (refs[pair[0]] != obj.ref, sort_keys[pair[0]]))
+    if not in_tile or refs[in_tile[0][0]] != obj.ref:
         raise _SkipTile("object not in tile", "the focus object does not reach the tile")
     focus_io = in_tile[0][1]
-    others = [(o, io) for o, io in in_tile[1:] if table.visible_rules(o.tags, out_gsd)]
+    others = [
+        (context.objects[i], io) for i, io in in_tile[1:] if context.label(i, table, out_gsd)[1]
+    ]
 
     focus_t = osm_captions.TileObject(obj.tags, focus_io.bbox_xyxy, obj.area_m2, obj.length_m)
     other_t = [
@@ -514,6 +542,18 @@ def _make_sample(
     )
 
 
+def _surely_not_blank(rgb: np.ndarray, min_std: float) -> bool:
+    """Whether the pixel std is surely >= ``min_std``, from the top quarter of the rows alone.
+
+    For any subset S of N values, ``N var(all) >= |S| var(S)`` (law of total variance), so
+    ``std(S) * sqrt(|S| / N) >= min_std`` proves the tile is not blank at a quarter of the cost
+    of the full std; tiles that fail it get the exact test.
+    """
+    rows = max(rgb.shape[0] // 4, 1)
+    bound = float(rgb[:rows].std()) * math.sqrt(rows / rgb.shape[0])
+    return bound >= min_std * (1 + 1e-9)
+
+
 @lru_cache(maxsize=64)
 def _crs_text_of(key: str) -> str:
     from pyproj import CRS
@@ -536,11 +576,13 @@ def _image_objects(
     table: TagTable,
     gsd: float,
     opts: TileOptions,
-) -> list[tuple[OsmObject, ImageObject]]:
+) -> list[tuple[int, ImageObject]]:
     """The tile's OSM objects in pixel space (box, clipped outline, tags), in ``hits`` order.
 
-    Polygons covering less than ``context_min_fraction`` of themselves in the tile are left out,
-    unless they cover the whole tile. Geometry work runs on all candidates at once.
+    Returns ``(object index in context, ImageObject)`` pairs. Polygons covering less than
+    ``context_min_fraction`` of themselves in the tile are left out, unless they cover the whole
+    tile. Geometry work runs on all candidates at once; the values are checked in bulk here, so
+    the objects are made without ``ImageObject``'s per-field checks.
     """
     kinds = context.kinds[hits]
     geoms = context.geoms[hits]
@@ -566,35 +608,77 @@ def _image_objects(
     clipped = px.copy()
     # Lines inside the image keep their vertices (and so their box) when clipped: skip the
     # overlay for them. Polygons are always clipped: their stored outline comes from the overlay.
-    line_kind = kinds[chosen] == _LINE
+    chosen_kinds = kinds[chosen]
+    line_kind = chosen_kinds == _LINE
     inside = np.zeros(len(chosen), dtype=bool)
     if line_kind.any():
         shapely.prepare(image_box)
         inside[line_kind] = shapely.contains_properly(image_box, px[line_kind])
-    cut = np.flatnonzero((kinds[chosen] != _POINT) & ~inside)
+    cut = np.flatnonzero((chosen_kinds != _POINT) & ~inside)
     clipped[cut] = shapely.intersection(px[cut], image_box)
-    bounds = shapely.bounds(clipped).tolist()
-    empty = shapely.is_empty(clipped).tolist()
-    out: list[tuple[OsmObject, ImageObject]] = []
+    empty = shapely.is_empty(clipped)
+    raw_bounds = shapely.bounds(clipped)
+    rings = _main_rings(clipped, (chosen_kinds == _POLYGON) & ~empty)
+    if not np.isfinite(raw_bounds[~empty]).all():  # never from finite inputs; keep the check
+        raise ValueError("object geometry has non-finite pixel coordinates")
+    bounds = _round2(raw_bounds).tolist()
+    out: list[tuple[int, ImageObject]] = []
     for j, i in enumerate(hits[chosen].tolist()):
         if empty[j]:
             continue
-        obj = context.objects[i]
-        polygon = _main_ring(clipped[j]) if context.kinds[i] == _POLYGON else None
-        rules = table.visible_rules(obj.tags, gsd)
-        label = (
-            rules[0].phrase if rules else next(iter(sorted(obj.tags.items())), ("object", ""))[0]
+        label, _ = context.label(i, table, gsd)
+        made = ImageObject.checked_by_caller(
+            label, tuple(bounds[j]), dict(context.tags[i]), rings.get(j), context.refs[i]
         )
-        minx, miny, maxx, maxy = bounds[j]
-        made = ImageObject(
-            label=label or "object",
-            bbox_xyxy=(round(minx, 2), round(miny, 2), round(maxx, 2), round(maxy, 2)),
-            tags=obj.tags,
-            polygon=polygon,
-            source_id=obj.ref,
-        )
-        out.append((obj, made))
+        out.append((i, made))
     return out
+
+
+def _round2(values: np.ndarray) -> np.ndarray:
+    """``round(v, 2)`` for every value, as Python rounds (exact decimal ties), vectorised.
+
+    ``rint(v * 100) / 100`` is the same except where ``v * 100`` lies within rounding error of
+    a half (Python decides those from the exact decimal value): those few go through ``round``.
+    """
+    scaled = values * 100.0
+    out = np.rint(scaled) / 100.0
+    near_tie = np.abs(np.abs(scaled - np.trunc(scaled)) - 0.5) < 1e-6
+    if near_tie.any():
+        flat_out, flat_in = out.reshape(-1), np.ravel(values)
+        for k in np.flatnonzero(near_tie).tolist():
+            flat_out[k] = round(float(flat_in[k]), 2)
+    return out
+
+
+def _main_rings(clipped: np.ndarray, polygon: np.ndarray) -> dict[int, tuple | None]:
+    """:func:`_main_ring` of ``clipped[j]`` for every ``j`` where ``polygon`` is set.
+
+    Plain polygons (nearly all) are done in one GEOS call for all of them; multi-part results
+    take the per-geometry path.
+    """
+    rings: dict[int, tuple | None] = {}
+    index = np.flatnonzero(polygon)
+    if not len(index):
+        return rings
+    simple = shapely.get_type_id(clipped[index]) == 3  # Polygon
+    for j in index[~simple].tolist():
+        rings[j] = _main_ring(clipped[j])
+    plain = index[simple]
+    if not len(plain):
+        return rings
+    coords, owner = shapely.get_coordinates(
+        shapely.get_exterior_ring(clipped[plain]), return_index=True
+    )
+    if not np.isfinite(coords).all():
+        raise ValueError("object outline has non-finite pixel coordinates")
+    rounded = _round2(coords).tolist()
+    ends = np.searchsorted(owner, np.arange(1, len(plain) + 1)).tolist()
+    start = 0
+    for j, end in zip(plain.tolist(), ends, strict=True):
+        ring = rounded[start : end - 1]  # the closing point repeats the first
+        rings[j] = tuple(map(tuple, ring)) if len(ring) >= 3 else None
+        start = end
+    return rings
 
 
 def _main_ring(clipped: BaseGeometry) -> tuple[tuple[float, float], ...] | None:
