@@ -24,6 +24,7 @@ from terrascribe.text.osm_captions import (
     indefinite_article,
     join_list,
     make_caption,
+    make_captions,
     number_word,
     pluralise,
 )
@@ -362,3 +363,36 @@ def test_captions_never_crash_and_are_deterministic(focus, others, seed, gsd, si
         assert cap.text == cap.text.strip() and "  " not in cap.text
         assert not any(unicodedata.category(c)[0] == "C" for c in cap.text)
         assert "{" not in cap.text and "}" not in cap.text
+
+
+def test_make_captions_equals_make_caption_per_style(table: TagTable) -> None:
+    focus = TileObject({"amenity": "parking", "surface": "asphalt"}, box(40, 40, 120, 120))
+    others = [
+        focus,
+        TileObject({"building": "yes", "roof:shape": "hipped"}, box(0, 0, 20, 20)),
+        TileObject({"building": "yes"}, box(50, 50, 60, 60)),
+        TileObject({"highway": "residential"}, box(0, 130, 256, 140)),
+        TileObject({"landuse": "grass"}, box(0, 0, 256, 256)),
+        TileObject({"name": "no visible tag"}, box(5, 5, 6, 6)),
+        {"natural": "tree"},
+    ]
+    for seed in range(30):
+        for gsd in (None, 0.3, 5.0):
+            r1, r2 = rng(seed), rng(seed)
+            kwargs = {"gsd_m": gsd, "image_size": (256, 256)}
+            if table.visible_rules(focus.tags, gsd):
+                one_by_one = {
+                    s: make_caption(s, focus, others, table, r1, **kwargs) for s in STYLES
+                }
+                assert make_captions(STYLES, focus, others, table, r2, **kwargs) == one_by_one
+            else:  # grounded refuses an invisible focus either way, after the same draws
+                for style in STYLES:
+                    if style != "grounded":
+                        assert make_caption(style, focus, others, table, r1, **kwargs) is None
+                with pytest.raises(ValueError, match="no visible tag"):
+                    make_caption("grounded", focus, others, table, r1, **kwargs)
+                with pytest.raises(ValueError, match="no visible tag"):
+                    make_captions(STYLES, focus, others, table, r2, **kwargs)
+            assert r1.integers(1 << 30) == r2.integers(1 << 30)  # the same draws were made
+    with pytest.raises(ValueError, match="unknown caption style"):
+        make_captions(("title", "poem"), focus, [], table, rng())  # type: ignore[arg-type]

@@ -493,12 +493,9 @@ def _make_sample(
     other_t = [
         osm_captions.TileObject(o.tags, io.bbox_xyxy, o.area_m2, o.length_m) for o, io in others
     ]
-    made = {
-        style: osm_captions.make_caption(
-            style, focus_t, other_t, table, rng, gsd_m=out_gsd, image_size=(out_px, out_px)
-        )
-        for style in CAPTION_STYLES
-    }
+    made = osm_captions.make_captions(
+        CAPTION_STYLES, focus_t, other_t, table, rng, gsd_m=out_gsd, image_size=(out_px, out_px)
+    )
     styles = {k: c.text for k, c in made.items() if c is not None and c.text}
     captions = normalise_captions([styles[s] for s in CAPTION_STYLES if styles.get(s)])
     if not captions:

@@ -378,12 +378,19 @@ def _group_counts(rules: Sequence[TagRule]) -> list[tuple[TagRule, int]]:
 
 def _valid_box(box: Sequence[float]) -> tuple[float, float, float, float] | None:
     try:
-        x0, y0, x1, y1 = (float(v) for v in box)
+        x0, y0, x1, y1 = map(float, box)
     except (TypeError, ValueError):
         return None
-    if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
+    isfinite = math.isfinite
+    if not (isfinite(x0) and isfinite(y0) and isfinite(x1) and isfinite(y1)):
         return None
-    return min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)
+    # min()/max() semantics (the first of equals), without four calls per box
+    return (
+        x0 if x0 <= x1 else x1,
+        y0 if y0 <= y1 else y1,
+        x0 if x0 >= x1 else x1,
+        y0 if y0 >= y1 else y1,
+    )
 
 
 def _inside(inner: tuple[float, ...], outer: tuple[float, ...], pad: float = 0.5) -> bool:
@@ -439,23 +446,19 @@ def _finish(text: str) -> str:
 # --- the three styles ----------------------------------------------------------------------------
 
 
-def _caption_title(tags, table, rng, gsd_m, templates) -> Caption | None:
+def _caption_title(described, rng, templates) -> Caption | None:
     template = templates.pick("title", rng)
-    described = describe(tags, table, gsd_m=gsd_m, templates=templates)
     if described is None:
         return None
     text = template["text"].format(object=described)
     return Caption(_finish(text), "title", template["id"])
 
 
-def _caption_multi(tags, others, table, rng, gsd_m, templates) -> Caption | None:
+def _caption_multi(described, focus_kind, kinds, rng, templates) -> Caption | None:
     template = templates.pick("title_multi_objects", rng)
-    described = describe(tags, table, gsd_m=gsd_m, templates=templates)
     if described is None:
         return None
-    focus_kind = _kind(tags, table, gsd_m)
-    kinds = [k for k in (_kind(o, table, gsd_m) for o in others) if k is not None]
-    groups = _group_counts(kinds)[: templates.max_others]
+    groups = _group_counts([k for k in kinds if k is not None])[: templates.max_others]
     if not groups:
         # Nothing else visible: SkyScript's multi-object caption degrades to the title.
         fallback = templates.title[0]
@@ -471,19 +474,15 @@ def _caption_multi(tags, others, table, rng, gsd_m, templates) -> Caption | None
     return Caption(_finish(text), "title_multi_objects", template["id"])
 
 
-def _caption_grounded(focus, others, table, rng, gsd_m, image_size, templates) -> Caption:
+def _caption_grounded(described, focus, others, kinds, rng, gsd_m, image_size, templates):
     template = templates.pick("grounded", rng)
-    described = describe(focus.tags, table, gsd_m=gsd_m, templates=templates)
     if described is None:
         raise ValueError(
             f"the focus object shows no visible tag at gsd_m={gsd_m}: {dict(focus.tags)!r}"
         )
     focus_box = _valid_box(focus.bbox_xyxy)
     by_relation: dict[str, list[TagRule]] = {"within": [], "contains": [], "near": []}
-    for other in others:
-        if other is focus:
-            continue
-        kind = _kind(other.tags, table, gsd_m)
+    for other, kind in zip(others, kinds, strict=True):
         if kind is None:
             continue
         by_relation[_relation(focus_box, _valid_box(other.bbox_xyxy))].append(kind)
@@ -543,17 +542,62 @@ def make_caption(
     Raises:
         ValueError: Unknown style, or a ``grounded`` focus with no visible tag.
     """
+    if style not in STYLES:
+        raise ValueError(f"unknown caption style {style!r}; expected one of {STYLES}")
+    return make_captions(
+        (style,),
+        focus,
+        others,
+        table,
+        rng,
+        gsd_m=gsd_m,
+        image_size=image_size,
+        templates=templates,
+    )[style]
+
+
+def make_captions(
+    styles: Sequence[Style],
+    focus: TileObject | Mapping[str, str],
+    others: Sequence[TileObject | Mapping[str, str]],
+    table: TagTable,
+    rng: np.random.Generator,
+    *,
+    gsd_m: float | None = None,
+    image_size: tuple[int, int] | None = None,
+    templates: CaptionTemplates | None = None,
+) -> dict[str, Caption | None]:
+    """Write one caption per style, in order: the same as calling :func:`make_caption` per style.
+
+    The focus description and the other objects' kinds are worked out once for all styles
+    (a tile has tens of objects, and every style looks at all of them).
+
+    Raises:
+        ValueError: Unknown style, or a ``grounded`` focus with no visible tag.
+    """
+    for style in styles:
+        if style not in STYLES:
+            raise ValueError(f"unknown caption style {style!r}; expected one of {STYLES}")
     templates = templates or default_templates()
     focus_obj = _as_tile_object(focus)
-    if style == "title":
-        return _caption_title(focus_obj.tags, table, rng, gsd_m, templates)
-    if style == "title_multi_objects":
-        tags = [_as_tile_object(o).tags for o in others if o is not focus]
-        return _caption_multi(focus_obj.tags, tags, table, rng, gsd_m, templates)
-    if style == "grounded":
-        objs = [_as_tile_object(o) for o in others if o is not focus]
-        return _caption_grounded(focus_obj, objs, table, rng, gsd_m, image_size, templates)
-    raise ValueError(f"unknown caption style {style!r}; expected one of {STYLES}")
+    described = describe(focus_obj.tags, table, gsd_m=gsd_m, templates=templates)
+    other_objs = [_as_tile_object(o) for o in others if o is not focus]
+    kinds: list[TagRule | None] | None = None
+    made: dict[str, Caption | None] = {}
+    for style in styles:
+        if style == "title":
+            made[style] = _caption_title(described, rng, templates)
+            continue
+        if kinds is None:
+            kinds = [_kind(o.tags, table, gsd_m) for o in other_objs]
+        if style == "title_multi_objects":
+            focus_kind = _kind(focus_obj.tags, table, gsd_m) if described is not None else None
+            made[style] = _caption_multi(described, focus_kind, kinds, rng, templates)
+        else:
+            made[style] = _caption_grounded(
+                described, focus_obj, other_objs, kinds, rng, gsd_m, image_size, templates
+            )
+    return made
 
 
 def caption_title(
@@ -635,6 +679,7 @@ __all__ = [
     "indefinite_article",
     "join_list",
     "make_caption",
+    "make_captions",
     "number_word",
     "pluralise",
 ]

@@ -580,7 +580,10 @@ class TagTable:
 
     def main_rule(self, tags: Mapping[str, str], gsd_m: float | None = None) -> TagRule | None:
         """The object's main visible feature at ``gsd_m`` (None when nothing is visible)."""
-        rules = self.visible_rules(tags, gsd_m)
+        cache_key = _tags_key(tags, gsd_m)
+        rules = None if cache_key is None else self._visible_cache.get(cache_key)
+        if rules is None:  # the cached tuple is read without visible_rules' defensive copy
+            rules = self.visible_rules(tags, gsd_m)
         return rules[0] if rules else None
 
     def max_gsd(self, tags: Mapping[str, str]) -> float | None:
