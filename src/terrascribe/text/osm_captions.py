@@ -414,9 +414,10 @@ def _relation(focus: tuple[float, ...] | None, other: tuple[float, ...] | None) 
     """``contains`` (other inside focus), ``within`` (focus inside other) or ``near``."""
     if focus is None or other is None:
         return "near"
-    if _box_area(other) < _box_area(focus) and _inside(other, focus):
+    focus_area, other_area = _box_area(focus), _box_area(other)
+    if other_area < focus_area and _inside(other, focus):
         return "contains"
-    if _box_area(focus) < _box_area(other) and _inside(focus, other):
+    if focus_area < other_area and _inside(focus, other):
         return "within"
     return "near"
 
