@@ -430,3 +430,17 @@ def test_blank_bound_never_passes_a_blank_tile(std):
     flat = np.full((64, 64, 3), 100, np.uint8)
     flat[40:] = 200
     assert not _surely_not_blank(flat, 2.0) and flat.std() >= 2.0
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 9, 10, 11, 1818, 2001])
+@pytest.mark.parametrize("most", [1, 3, 10, 1000])
+def test_even_chunks_keep_order_and_bound_and_balance(n, most):
+    from terrascribe.build.osm import _even_chunks
+
+    items = [f"n{i}" for i in range(n)]
+    chunks = list(_even_chunks(items, most))
+    assert [x for c in chunks for x in c] == items
+    assert len(chunks) == -(-n // most)  # as few shards as before
+    assert all(0 < len(c) <= most for c in chunks)
+    if chunks:
+        assert max(map(len, chunks)) - min(map(len, chunks)) <= 1

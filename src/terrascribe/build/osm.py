@@ -9,8 +9,8 @@ Three stages, each restartable:
    whose footprint covers it and whose GSD is fine enough for its tags (``TagTable.max_gsd``); the
    finest (then the most recent) wins. Objects mapped after the image was captured are dropped or
    flagged; per-tag quotas are applied in a seeded order. Chosen objects are grouped by imagery
-   source into jobs of at most ``objects_per_shard`` (objects in a seeded order, so that a shard
-   is a random sample of its source); every rejected object becomes a
+   source into jobs of at most ``objects_per_shard``, of even sizes (objects in a seeded order, so
+   that a shard is a random sample of its source); every rejected object becomes a
    :class:`~terrascribe.records.Skip` with its reason, written in the last shard's stats.
 3. **Tiles** (:func:`make_osm_items`, in workers): per object a tile centred on the point, on a
    random node of the line, or fitted to the polygon's bounding box within ``tile_px_range``, with
@@ -251,8 +251,7 @@ def plan_osm_jobs(
         # Kept in the seeded order, not id order: ids sort nodes before ways, so id-ordered shards
         # would each hold one kind of object; the trainer shuffles only across a few shards.
         refs = groups[name]
-        for i in range(0, len(refs), objects_per_shard):
-            chunk = refs[i : i + objects_per_shard]
+        for chunk in _even_chunks(refs, objects_per_shard):
             jobs.append(
                 OsmJob(
                     features=str(features),
@@ -269,6 +268,21 @@ def plan_osm_jobs(
     return Plan(
         jobs, sum(len(v) for v in groups.values()), skips, {k: len(v) for k, v in groups.items()}
     )
+
+
+def _even_chunks(items: list[str], most: int) -> Iterator[list[str]]:
+    """``items`` in order, cut into the fewest chunks of at most ``most``, sizes differing by <= 1.
+
+    Full chunks plus a remainder (1000 + 818) leave one worker waiting on the largest shard of
+    a source; even chunks (909 + 909) keep workers equally busy.
+    """
+    n_chunks = -(-len(items) // most)
+    base, extra = divmod(len(items), max(n_chunks, 1))
+    start = 0
+    for i in range(n_chunks):
+        end = start + base + (1 if i < extra else 0)
+        yield items[start:end]
+        start = end
 
 
 def _neg_date(date: str | None) -> str:
@@ -849,6 +863,9 @@ def build_osm_dataset(
         "per_tag_quota": per_tag_quota,
         "history_policy": history_policy,
         "objects_per_shard": objects_per_shard,
+        # Shards of a source hold even shares (<= objects_per_shard each); recorded so that a
+        # build started by a version that cut full shards plus a remainder is not resumed.
+        "shard_split": "even",
         "table": _table_fingerprint(table_path),
         "imagery": [s.describe() for s in sorted(sources, key=lambda s: s.name)],
     }
