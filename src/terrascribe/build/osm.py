@@ -37,7 +37,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import shapely
-from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
 from terrascribe.geo import WGS84, pixel_transform, transform_geometry, transformer
@@ -484,12 +483,12 @@ def _make_sample(
         if std < opts.min_std:
             raise _SkipTile("blank tile", f"pixel std {std:.2f} < {opts.min_std}")
 
-    tile_box = box(*bounds)
+    tile_box = shapely.box(*bounds)  # the array function: same polygon, no Python class overhead
     tile_lonlat = transform_geometry(
         tile_box.segmentize(max(tile_box.length / 40, 1e-9)), crs, WGS84
     )
     to_px = pixel_transform(bounds, (out_px, out_px))
-    image_box = box(0, 0, out_px, out_px)
+    image_box = shapely.box(0, 0, out_px, out_px)
     hits = np.sort(context.tree.query(tile_lonlat, predicate="intersects"))
     in_tile = _image_objects(
         context, hits, crs, tile_lonlat, to_px, image_box, table, out_gsd, opts
