@@ -13,7 +13,11 @@ pixels equal what the builder's imagery source returns for the same windows.
 Prints samples/s and the ratio to the floor (target >= 0.7). The machine is shared: absolute
 numbers vary, read the ratios (both sides run in the same process, one after the other).
 
-    python benchmarks/tiles.py [--size 4096] [--repeat 3] [--workers 1 2]
+    python benchmarks/tiles.py [--size 4096] [--repeat 3] [--workers 1 2] [--breakdown]
+
+``--breakdown`` adds one more 1-worker build with timers around its stages (the window read,
+objects in pixel space, captions, and the shard writer's JPEG, JSON, tar and manifest row) and
+prints milliseconds per sample for each (the timers add a little to the total).
 """
 
 from __future__ import annotations
@@ -106,12 +110,52 @@ def check_same_pixels(tif: Path, built: Path, wins: list[tuple[Window, int]], n:
             assert np.array_equal(ours, np.moveaxis(bare, 0, -1)), "floor reads other pixels"
 
 
+def breakdown(osm: Path, tif: Path, out: Path) -> tuple[float, dict[str, float]]:
+    """Seconds per sample of the build's stages, from timers wrapped around them."""
+    import terrascribe.build.osm as build_mod
+    import terrascribe.shards as shards_mod
+    import terrascribe.text.osm_captions as captions_mod
+    from terrascribe.sources import imagery
+
+    spent: dict[str, float] = {}
+
+    def timed(name, fn):
+        def wrapper(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[name] = spent.get(name, 0.0) + time.perf_counter() - t0
+
+        return wrapper
+
+    patches = [
+        (imagery.RasterSource, "read", "window read (= the floor's read)"),
+        (build_mod, "_image_objects", "objects in pixel space"),
+        (captions_mod, "make_captions", "captions"),
+        (shards_mod, "to_jpeg", "JPEG (= the floor's encode)"),
+        (shards_mod, "_compact_json", "per-sample JSON"),
+        (shards_mod, "_tar_member", "tar members"),
+        (shards_mod, "_manifest_row", "manifest row"),
+    ]
+    saved = [(owner, attr, getattr(owner, attr)) for owner, attr, _ in patches]
+    try:
+        for owner, attr, name in patches:
+            setattr(owner, attr, timed(name, getattr(owner, attr)))
+        seconds, count = build(osm, tif, out, 1)
+    finally:
+        for owner, attr, fn in saved:
+            setattr(owner, attr, fn)
+    return seconds / count, {k: v / count for k, v in spent.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=4096, help="region side in pixels (0.5 m)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each measure (median)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--work", type=Path, default=None, help="keep inputs here (reused)")
+    parser.add_argument("--breakdown", action="store_true", help="time the build's stages")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -127,6 +171,7 @@ def main() -> None:
         check_same_pixels(tif, built, wins)
         floor_s = med(floor(tif, wins) for _ in range(args.repeat))
         fixed = [fixed_costs(osm, tif, built, tmp) for _ in range(args.repeat)]
+        stage_times = breakdown(osm, tif, tmp / "breakdown") if args.breakdown else None
     n = len(wins)
     floor_rate = n / floor_s
     print(f"{'run':<34}{'samples':>9}{'seconds':>9}{'samples/s':>11}{'vs floor':>10}")
@@ -143,6 +188,13 @@ def main() -> None:
         + f"; tiles + shards: {rest:.2f} s = {rest / n1 * 1e3:.2f} ms/sample "
         f"(floor {floor_s / n * 1e3:.2f} ms/sample)"
     )
+    if stage_times is not None:
+        per_sample, stages_ms = stage_times
+        print(f"\nstages of a timed 1-worker build ({per_sample * 1e3:.2f} ms/sample in all):")
+        for name, secs in sorted(stages_ms.items(), key=lambda kv: -kv[1]):
+            print(f"  {name:<36}{secs * 1e3:>7.3f} ms/sample")
+        rest = per_sample - sum(stages_ms.values())
+        print(f"  {'the rest (tile placement, checks...)':<36}{rest * 1e3:>7.3f} ms/sample")
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     print(
         f"medians of {args.repeat} runs; load average {load} on {os.cpu_count()} cores (shared).\n"
