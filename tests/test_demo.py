@@ -24,6 +24,12 @@ def test_demo_runs_every_step_and_reuses_them(demo_report):
     )
     evaluate = json.loads((out / ".steps" / "evaluate.json").read_text())
     assert evaluate["results"] >= 8  # 4 tasks x (untrained, trained)
+    curate = json.loads((out / ".steps" / "curate.json").read_text())
+    assert curate["dedup"]["removed"] > 0  # boxes and masks share their chips
+    assert curate["split"]["cells_on_several_splits"] == 0
+    search = json.loads((out / ".steps" / "search.json").read_text())
+    assert search["added"]["added"] == search["tiles"] > 0
+    assert [q["hits"] for q in search["queries"]] == [10, 10]
     mtime = demo_report.stat().st_mtime_ns
     marker = (out / ".steps" / "train.json").stat().st_mtime_ns
     run_demo(out, seed=0, size_px=512, train_steps=15)

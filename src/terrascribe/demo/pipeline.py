@@ -161,10 +161,8 @@ def step_curate(ctx: StepContext) -> dict[str, Any]:
 
 
 def _summarise_result(result: Any) -> dict[str, Any]:
-    report = getattr(result, "report", None)
-    if isinstance(report, dict):
-        return json.loads(json.dumps(report, default=str))
-    return {"result": str(result)[:500]}
+    """A curation result's report as plain JSON (paths and numpy numbers become strings)."""
+    return json.loads(json.dumps(result.report, default=str))
 
 
 def step_train(ctx: StepContext) -> dict[str, Any]:
@@ -262,7 +260,7 @@ def step_search(ctx: StepContext) -> dict[str, Any]:
         queries.append(
             {"query": text, "slug": slug, "hits": len(hits), "contact_sheet": str(sheet)}
         )
-    return {"index": str(out), "tiles": len(index), "added": str(report)[:300], "queries": queries}
+    return {"index": str(out), "tiles": len(index), "added": report.to_dict(), "queries": queries}
 
 
 def step_map(ctx: StepContext) -> dict[str, Any]:
