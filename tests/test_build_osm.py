@@ -400,7 +400,12 @@ def test_main_rings_match_per_geometry_rings():
     rings = _main_rings(arr, wanted)
     assert set(rings) == set(np.flatnonzero(wanted).tolist())
     for j, ring in rings.items():
-        assert ring == _main_ring(geoms[j])
+        assert ring == _main_ring(shapely.orient_polygons(geoms[j], exterior_cw=True))
+        # clockwise in pixel coordinates, whichever way the input ran
+        assert not shapely.LinearRing(ring).is_ccw
+    reversed_ = arr.copy()
+    reversed_[1] = shapely.reverse(geoms[1])
+    assert _main_rings(reversed_, wanted)[1] == rings[1]
 
 
 def test_image_object_checked_by_caller_equals_the_checked_constructor():

@@ -28,8 +28,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -300,24 +301,59 @@ def _ref_sort(ref: str) -> tuple[str, int]:
 
 
 def make_osm_items(job: OsmJob) -> Iterator[Sample | Skip]:
-    """Turn one job into samples (and skips). Module-level, so workers and Ray can pickle it."""
+    """Turn one job into samples (and skips). Module-level, so workers and Ray can pickle it.
+
+    Tile reads run on a background thread, a few objects ahead of the rest of the work (the
+    imagery read releases the GIL); items still come out in the job's order.
+    """
     yield from job.skips
     if job.source is None or not job.refs:
         return
     table = _load_table(job.table_path)
     source = job.source
     context = _context(job.features, source)
-    for ref in job.refs:
-        obj = context.by_ref.get(ref)
-        if obj is None:
-            yield Skip(ref, "object missing from extract", job.features)
-            continue
+    pending: deque[tuple[str, Skip | tuple[OsmObject, _Placement, Future]]] = deque()
+
+    def finish(ref: str, started: Skip | tuple[OsmObject, _Placement, Future]) -> Sample | Skip:
+        if isinstance(started, Skip):
+            return started
+        obj, placement, reading = started
         try:
-            yield _make_sample(obj, context, source, table, job)
+            return _make_sample(obj, placement, reading.result(), context, source, table, job)
         except _SkipTile as skip:
-            yield Skip(ref, skip.reason, skip.detail)
+            return Skip(ref, skip.reason, skip.detail)
         except Exception as err:  # one bad object (read error, odd geometry) must not stop a shard
-            yield Skip(ref, "tile failed", f"{type(err).__name__}: {err}")
+            return Skip(ref, "tile failed", f"{type(err).__name__}: {err}")
+
+    # One reader thread: a source's dataset handle is never used by two threads at once.
+    with ThreadPoolExecutor(1, thread_name_prefix="tile-read") as reader:
+        for ref in job.refs:
+            pending.append((ref, _start_tile(ref, context, source, job, reader)))
+            if len(pending) > _READ_AHEAD:
+                yield finish(*pending.popleft())
+        while pending:
+            yield finish(*pending.popleft())
+
+
+# Tiles read ahead of the one being captioned: enough to keep the reader busy, few enough that
+# the images held in memory stay small.
+_READ_AHEAD = 4
+
+
+def _start_tile(
+    ref: str, context: _Context, source: ImagerySource, job: OsmJob, reader: ThreadPoolExecutor
+) -> Skip | tuple[OsmObject, _Placement, Future]:
+    """Place ``ref``'s tile and start reading it, or say why it is skipped."""
+    obj = context.by_ref.get(ref)
+    if obj is None:
+        return Skip(ref, "object missing from extract", job.features)
+    try:
+        placement = _place_tile(obj, source, job)
+    except _SkipTile as skip:
+        return Skip(ref, skip.reason, skip.detail)
+    except Exception as err:
+        return Skip(ref, "tile failed", f"{type(err).__name__}: {err}")
+    return obj, placement, reader.submit(_read_tile, source, placement, job.tiles)
 
 
 _POINT, _LINE, _POLYGON = 0, 1, 2
@@ -456,23 +492,33 @@ def _tile_geometry(
     return float(lon), float(lat), side, gsd, offset
 
 
-def _make_sample(
-    obj: OsmObject,
-    context: _Context,
-    source: ImagerySource,
-    table: TagTable,
-    job: OsmJob,
-) -> Sample:
-    from terrascribe.text import osm_captions
+@dataclass
+class _Placement:
+    """Where an object's tile lies, and the object's random generator (captions draw from it)."""
 
+    rng: np.random.Generator
+    side: int
+    offset: tuple[float, float]
+    bounds: tuple[float, float, float, float]
+    crs: Any
+    out_px: int
+    out_gsd: float
+
+
+def _place_tile(obj: OsmObject, source: ImagerySource, job: OsmJob) -> _Placement:
     opts = job.tiles
     rng = np.random.default_rng([job.seed, _TYPE_CODE[obj.osm_type], obj.osm_id])
     gsd = max(source.gsd_m, opts.gsd_m or 0.0)
     lon, lat, side, gsd, offset = _tile_geometry(obj, gsd, opts, rng)
     bounds, crs = tile_bounds(source, lon, lat, (side, side), gsd, offset)
     out_px = opts.out_size_px or side
-    tile = source.read(bounds, (out_px, out_px), crs)
-    out_gsd = gsd * side / out_px
+    return _Placement(rng, side, offset, bounds, crs, out_px, gsd * side / out_px)
+
+
+def _read_tile(source: ImagerySource, placement: _Placement, opts: TileOptions) -> np.ndarray:
+    """The tile's RGB pixels, or :class:`_SkipTile` if it is mostly nodata or blank."""
+    out_px = placement.out_px
+    tile = source.read(placement.bounds, (out_px, out_px), placement.crs)
     if tile.valid_fraction < opts.min_valid_fraction:
         raise _SkipTile("tile mostly nodata", f"{tile.valid_fraction:.2f} of pixels have data")
     if not (tile.valid.all() and _surely_not_blank(tile.rgb, opts.min_std)):
@@ -482,17 +528,34 @@ def _make_sample(
             std = float(tile.rgb[tile.valid].std()) if tile.valid.any() else 0.0
         if std < opts.min_std:
             raise _SkipTile("blank tile", f"pixel std {std:.2f} < {opts.min_std}")
+    return tile.rgb
 
+
+def _make_sample(
+    obj: OsmObject,
+    placement: _Placement,
+    rgb: np.ndarray,
+    context: _Context,
+    source: ImagerySource,
+    table: TagTable,
+    job: OsmJob,
+) -> Sample:
+    from terrascribe.text import osm_captions
+
+    rng, side, offset = placement.rng, placement.side, placement.offset
+    bounds, crs, out_px, out_gsd = (
+        placement.bounds,
+        placement.crs,
+        placement.out_px,
+        placement.out_gsd,
+    )
     tile_box = shapely.box(*bounds)  # the array function: same polygon, no Python class overhead
     tile_lonlat = transform_geometry(
         tile_box.segmentize(max(tile_box.length / 40, 1e-9)), crs, WGS84
     )
     to_px = pixel_transform(bounds, (out_px, out_px))
-    image_box = shapely.box(0, 0, out_px, out_px)
     hits = np.sort(context.tree.query(tile_lonlat, predicate="intersects"))
-    in_tile = _image_objects(
-        context, hits, crs, tile_lonlat, to_px, image_box, table, out_gsd, opts
-    )
+    in_tile = _image_objects(context, hits, crs, to_px, out_px, table, out_gsd, job.tiles)
     refs, sort_keys = context.refs, context.sort_keys
     in_tile.sort(key=lambda pair: (refs[pair[0]] != obj.ref, sort_keys[pair[0]]))
     if not in_tile or refs[in_tile[0][0]] != obj.ref:
@@ -538,7 +601,7 @@ def _make_sample(
     licence = f"imagery: {source.licence or 'unknown'}; labels: {OSM_LICENCE}"
     return Sample(
         key=make_key("osm", obj.ref, source.name),
-        image=tile.rgb,
+        image=rgb,
         captions=captions,
         source="osm",
         source_ids=[obj.ref],
@@ -581,62 +644,46 @@ def _image_objects(
     context: _Context,
     hits: np.ndarray,
     crs: Any,
-    tile_lonlat: BaseGeometry,
     to_px: Any,
-    image_box: BaseGeometry,
+    out_px: int,
     table: TagTable,
     gsd: float,
     opts: TileOptions,
 ) -> list[tuple[int, ImageObject]]:
     """The tile's OSM objects in pixel space (box, clipped outline, tags), in ``hits`` order.
 
-    Returns ``(object index in context, ImageObject)`` pairs. Polygons covering less than
-    ``context_min_fraction`` of themselves in the tile are left out, unless they cover the whole
-    tile. Geometry work runs on all candidates at once; the values are checked in bulk here, so
-    the objects are made without ``ImageObject``'s per-field checks.
+    Returns ``(object index in context, ImageObject)`` pairs. Lines and polygons are clipped to
+    the image (GEOS rectangle clipping); points outside it are left out. Polygons keeping less
+    than ``context_min_fraction`` of their area in the image are left out too, unless they cover
+    the whole image. Geometry work runs on all candidates at once and the values are checked in
+    bulk here, so the objects are made without ``ImageObject``'s per-field checks.
     """
     kinds = context.kinds[hits]
-    geoms = context.geoms[hits]
-    keep = np.ones(len(hits), dtype=bool)
-    polys = np.flatnonzero((kinds == _POLYGON) & (context.areas[hits] > 0))
-    if len(polys):
-        shapely.prepare(tile_lonlat)
-        share = np.ones(len(polys))
-        # Polygons inside the tile keep all of themselves: no overlay needed for them.
-        cut = np.flatnonzero(~shapely.contains_properly(tile_lonlat, geoms[polys]))
-        share[cut] = (
-            shapely.area(shapely.intersection(geoms[polys[cut]], tile_lonlat))
-            / context.areas[hits[polys[cut]]]
-        )
-        whole_tile = (
-            shapely.contains(geoms[polys], tile_lonlat)
-            if tile_lonlat.area > 0
-            else np.zeros(len(polys), dtype=bool)
-        )
-        keep[polys[(share < opts.context_min_fraction) & ~whole_tile]] = False
-    chosen = np.flatnonzero(keep)
-    px = shapely.transform(context.in_crs(crs)[hits[chosen]], to_px)
-    clipped = px.copy()
-    # Lines inside the image keep their vertices (and so their box) when clipped: skip the
-    # overlay for them. Polygons are always clipped: their stored outline comes from the overlay.
-    chosen_kinds = kinds[chosen]
-    line_kind = chosen_kinds == _LINE
-    inside = np.zeros(len(chosen), dtype=bool)
-    if line_kind.any():
-        shapely.prepare(image_box)
-        inside[line_kind] = shapely.contains_properly(image_box, px[line_kind])
-    cut = np.flatnonzero((chosen_kinds != _POINT) & ~inside)
-    clipped[cut] = shapely.intersection(px[cut], image_box)
-    empty = shapely.is_empty(clipped)
-    raw_bounds = shapely.bounds(clipped)
-    rings = _main_rings(clipped, (chosen_kinds == _POLYGON) & ~empty)
-    if not np.isfinite(raw_bounds[~empty]).all():  # never from finite inputs; keep the check
+    px = shapely.transform(context.in_crs(crs)[hits], to_px)
+    box = shapely.bounds(px)
+    if not np.isfinite(box).all():  # never from finite inputs; keep the check
         raise ValueError("object geometry has non-finite pixel coordinates")
-    bounds = _round2(raw_bounds).tolist()
+    size = float(out_px)
+    inside = (box[:, 0] >= 0) & (box[:, 1] >= 0) & (box[:, 2] <= size) & (box[:, 3] <= size)
+    keep = inside.copy()
+    cut = np.flatnonzero(~inside & (kinds != _POINT))
+    clipped = px.copy()
+    if len(cut):
+        clipped[cut] = shapely.clip_by_rect(px[cut], 0.0, 0.0, size, size)
+        keep[cut] = ~shapely.is_empty(clipped[cut])
+        box[cut] = shapely.bounds(clipped[cut])
+        polys = cut[(kinds[cut] == _POLYGON) & (context.areas[hits[cut]] > 0)]
+        if len(polys):
+            # Coverage is measured in pixels: the tile's CRS is metric, lon/lat degrees are not.
+            kept_area = shapely.area(clipped[polys])
+            share = kept_area / shapely.area(px[polys])
+            whole_image = kept_area >= size * size * (1 - 1e-9)
+            keep[polys[(share < opts.context_min_fraction) & ~whole_image]] = False
+    chosen = np.flatnonzero(keep)
+    rings = _main_rings(clipped, keep & (kinds == _POLYGON))
+    bounds = _round2(box).tolist()
     out: list[tuple[int, ImageObject]] = []
-    for j, i in enumerate(hits[chosen].tolist()):
-        if empty[j]:
-            continue
+    for j, i in zip(chosen.tolist(), hits[chosen].tolist(), strict=True):
         label, _ = context.label(i, table, gsd)
         made = ImageObject.checked_by_caller(
             label, tuple(bounds[j]), dict(context.tags[i]), rings.get(j), context.refs[i]
@@ -664,21 +711,23 @@ def _round2(values: np.ndarray) -> np.ndarray:
 def _main_rings(clipped: np.ndarray, polygon: np.ndarray) -> dict[int, tuple | None]:
     """:func:`_main_ring` of ``clipped[j]`` for every ``j`` where ``polygon`` is set.
 
-    Plain polygons (nearly all) are done in one GEOS call for all of them; multi-part results
-    take the per-geometry path.
+    Rings run clockwise in pixel coordinates (y down), whatever the OSM way's direction and
+    whether the polygon was clipped. Plain polygons (nearly all) are done in one GEOS call for
+    all of them; multi-part results take the per-geometry path.
     """
     rings: dict[int, tuple | None] = {}
     index = np.flatnonzero(polygon)
     if not len(index):
         return rings
-    simple = shapely.get_type_id(clipped[index]) == 3  # Polygon
-    for j in index[~simple].tolist():
-        rings[j] = _main_ring(clipped[j])
+    oriented = shapely.orient_polygons(clipped[index], exterior_cw=True)
+    simple = shapely.get_type_id(oriented) == 3  # Polygon
+    for k in np.flatnonzero(~simple).tolist():
+        rings[int(index[k])] = _main_ring(oriented[k])
     plain = index[simple]
     if not len(plain):
         return rings
     coords, owner = shapely.get_coordinates(
-        shapely.get_exterior_ring(clipped[plain]), return_index=True
+        shapely.get_exterior_ring(oriented[simple]), return_index=True
     )
     if not np.isfinite(coords).all():
         raise ValueError("object outline has non-finite pixel coordinates")
