@@ -295,3 +295,27 @@ def test_rewritten_raster_is_not_served_from_the_open_handle(tmp_path: Path):
     assert not again.read(again._native_bounds, (20, 20)).rgb.any()
     first.close()
     assert not again.read(again._native_bounds, (20, 20)).rgb.any()  # reopens if closed
+
+
+@pytest.mark.parametrize("bands", [3, 1])
+@pytest.mark.parametrize("dtype", ["uint8", "uint16"])
+def test_window_reads_equal_rasterio_planar_reads(tmp_path: Path, bands: int, dtype: str):
+    # The fast path reads pixel-interleaved; it must give rasterio's own pixels, resampled or not.
+    from rasterio.enums import Resampling
+    from rasterio.windows import Window
+
+    data = _pattern(200, 200)[:bands].astype(dtype)
+    path = write_geotiff(tmp_path / f"b{bands}-{dtype}.tif", data=data)
+    src = RasterSource(path, value_range=(0, 255) if dtype == "uint16" else None)
+    left, top = ORIGIN[0] + 10.25, ORIGIN[1] - 20.75  # fractional pixel offsets (0.5 m pixels)
+    for side_m, out_px in ((50.0, 100), (50.0, 64), (37.5, 90)):
+        tile = src.read((left, top - side_m, left + side_m, top), (out_px, out_px))
+        with rasterio.open(path) as ds:
+            planar = ds.read(
+                window=Window(20.5, 41.5, side_m * 2, side_m * 2),
+                out_shape=(bands, out_px, out_px),
+                resampling=Resampling[src.resampling],
+            )
+        expected = np.moveaxis(np.repeat(planar, 3 // bands, axis=0), 0, -1).astype(np.uint8)
+        assert tile.rgb.flags.c_contiguous and tile.rgb.shape == (out_px, out_px, 3)
+        np.testing.assert_array_equal(tile.rgb, expected)

@@ -396,3 +396,19 @@ def test_make_captions_equals_make_caption_per_style(table: TagTable) -> None:
             assert r1.integers(1 << 30) == r2.integers(1 << 30)  # the same draws were made
     with pytest.raises(ValueError, match="unknown caption style"):
         make_captions(("title", "poem"), focus, [], table, rng())  # type: ignore[arg-type]
+
+
+def test_make_captions_with_known_kinds_equals_looking_them_up(table: TagTable) -> None:
+    focus = TileObject({"amenity": "parking"}, box(40, 40, 120, 120))
+    others = [
+        TileObject({"building": "yes", "roof:shape": "hipped"}, box(0, 0, 20, 20)),
+        TileObject({"highway": "residential"}, box(0, 130, 256, 140)),
+        TileObject({"name": "no visible tag"}, box(5, 5, 6, 6)),
+    ]
+    for seed in range(10):
+        kinds = [table.main_rule(o.tags, 0.5) for o in others]
+        looked_up = make_captions(STYLES, focus, others, table, rng(seed), gsd_m=0.5)
+        given = make_captions(STYLES, focus, others, table, rng(seed), gsd_m=0.5, other_kinds=kinds)
+        assert given == looked_up
+    with pytest.raises(ValueError, match="other_kinds has 1 entries for 3 others"):
+        make_captions(STYLES, focus, others, table, rng(), other_kinds=kinds[:1])

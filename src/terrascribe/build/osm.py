@@ -53,7 +53,7 @@ from terrascribe.sources.osm import (
 )
 
 if TYPE_CHECKING:
-    from terrascribe.text.osm_tags import TagTable
+    from terrascribe.text.osm_tags import TagRule, TagTable
 
 BUILDER = "osm"
 CAPTION_STYLES = ("title", "title_multi_objects", "grounded")
@@ -374,7 +374,7 @@ class _Context:
     sort_keys: list[tuple[str, int]]  # _ref_sort of each ref
     tags: list[dict[str, str]]  # tags as str -> str (what ImageObject stores)
     native: dict[str, np.ndarray] = field(default_factory=dict)  # CRS key -> geometries in it
-    labels: dict[tuple[int, float], tuple[str, bool]] = field(default_factory=dict)
+    labels: dict[tuple[int, float], tuple[str, TagRule | None]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, objects: list[OsmObject]) -> _Context:
@@ -393,8 +393,8 @@ class _Context:
             [{str(k): str(v) for k, v in o.tags.items()} for o in objects],
         )
 
-    def label(self, i: int, table: TagTable, gsd: float) -> tuple[str, bool]:
-        """Object ``i``'s label at ``gsd`` and whether any of its tags is visible there.
+    def label(self, i: int, table: TagTable, gsd: float) -> tuple[str, TagRule | None]:
+        """Object ``i``'s label at ``gsd`` and its main visible rule there (None: nothing shows).
 
         Tiles share most of their objects with their neighbours: asked once per object and GSD.
         """
@@ -406,7 +406,7 @@ class _Context:
             label = rules[0].phrase if rules else next(iter(sorted(tags.items())), ("object",))[0]
             if len(self.labels) >= 200_000:  # bounded: fit-to-size tiles bring many GSDs
                 self.labels.clear()
-            found = self.labels[key] = (label or "object", bool(rules))
+            found = self.labels[key] = (label or "object", rules[0] if rules else None)
         return found
 
     def in_crs(self, crs: Any) -> np.ndarray:
@@ -561,16 +561,24 @@ def _make_sample(
     if not in_tile or refs[in_tile[0][0]] != obj.ref:
         raise _SkipTile("object not in tile", "the focus object does not reach the tile")
     focus_io = in_tile[0][1]
-    others = [
-        (context.objects[i], io) for i, io in in_tile[1:] if context.label(i, table, out_gsd)[1]
-    ]
-
+    others = [(i, io) for i, io in in_tile[1:] if context.label(i, table, out_gsd)[1] is not None]
+    objects = context.objects
     focus_t = osm_captions.TileObject(obj.tags, focus_io.bbox_xyxy, obj.area_m2, obj.length_m)
     other_t = [
-        osm_captions.TileObject(o.tags, io.bbox_xyxy, o.area_m2, o.length_m) for o, io in others
+        osm_captions.TileObject(
+            objects[i].tags, io.bbox_xyxy, objects[i].area_m2, objects[i].length_m
+        )
+        for i, io in others
     ]
     made = osm_captions.make_captions(
-        CAPTION_STYLES, focus_t, other_t, table, rng, gsd_m=out_gsd, image_size=(out_px, out_px)
+        CAPTION_STYLES,
+        focus_t,
+        other_t,
+        table,
+        rng,
+        gsd_m=out_gsd,
+        image_size=(out_px, out_px),
+        other_kinds=[context.label(i, table, out_gsd)[1] for i, _ in others],
     )
     styles = {k: c.text for k, c in made.items() if c is not None and c.text}
     captions = normalise_captions([styles[s] for s in CAPTION_STYLES if styles.get(s)])

@@ -269,10 +269,13 @@ class RasterSource(ImagerySource):
         )
         if inside:  # plain windowed read: the fast path for same-CRS tiles fully inside
             window = Window(col0, row0, col1 - col0, row1 - row0)
+            # GDAL writes the bands pixel-interleaved into (H, W, bands) memory: no transposing
+            # copy afterwards (a third of the read's cost), and GDAL does it without the GIL.
+            interleaved = np.empty((height, width, len(self.bands)), ds.dtypes[self.bands[0] - 1])
             data = ds.read(
                 self.bands,
                 window=window,
-                out_shape=(len(self.bands), height, width),
+                out=interleaved.transpose(2, 0, 1),
                 resampling=resampling,
             )
             valid = (

@@ -24,6 +24,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -255,6 +256,7 @@ def _plural_word(word: str) -> str:
     return word + "s"
 
 
+@lru_cache(maxsize=4096)
 def pluralise(phrase: str) -> str:
     """English plural of a noun phrase: the head noun changes ("bodies of water")."""
     cut = min((i for i in (phrase.find(m) for m in _POSTMODIFIERS) if i > 0), default=-1)
@@ -281,6 +283,7 @@ class _Noun:
     countable: bool
 
     @classmethod
+    @lru_cache(maxsize=4096)  # a table has a few thousand rules; captions ask for them constantly
     def of(cls, rule: TagRule) -> _Noun:
         if not rule.countable:
             return cls(rule.phrase, rule.phrase, False)
@@ -567,11 +570,18 @@ def make_captions(
     gsd_m: float | None = None,
     image_size: tuple[int, int] | None = None,
     templates: CaptionTemplates | None = None,
+    other_kinds: Sequence[TagRule | None] | None = None,
 ) -> dict[str, Caption | None]:
     """Write one caption per style, in order: the same as calling :func:`make_caption` per style.
 
     The focus description and the other objects' kinds are worked out once for all styles
     (a tile has tens of objects, and every style looks at all of them).
+
+    Args:
+        styles, focus, others, table, rng, gsd_m, image_size, templates: As for
+            :func:`make_caption`.
+        other_kinds: ``table.main_rule(o.tags, gsd_m)`` for each of ``others``, when the caller
+            already knows them (builders keep them per object across the tiles it appears in).
 
     Raises:
         ValueError: Unknown style, or a ``grounded`` focus with no visible tag.
@@ -582,8 +592,13 @@ def make_captions(
     templates = templates or default_templates()
     focus_obj = _as_tile_object(focus)
     described = describe(focus_obj.tags, table, gsd_m=gsd_m, templates=templates)
-    other_objs = [_as_tile_object(o) for o in others if o is not focus]
+    kept = [(i, _as_tile_object(o)) for i, o in enumerate(others) if o is not focus]
+    other_objs = [o for _, o in kept]
     kinds: list[TagRule | None] | None = None
+    if other_kinds is not None:
+        if len(other_kinds) != len(others):
+            raise ValueError(f"other_kinds has {len(other_kinds)} entries for {len(others)} others")
+        kinds = [other_kinds[i] for i, _ in kept]
     made: dict[str, Caption | None] = {}
     for style in styles:
         if style == "title":
