@@ -47,6 +47,7 @@ from terrascribe.images import encode_jpeg
 from terrascribe.shards import Dataset
 from terrascribe.sources.imagery import RasterSource
 from terrascribe.sources.osm import extract_osm, visible_tag_filter
+from terrascribe.tar_writer import TarWriter
 
 
 def build(osm: Path, tif: Path, out: Path, workers: int) -> tuple[float, int]:
@@ -138,7 +139,7 @@ def breakdown(osm: Path, tif: Path, out: Path) -> tuple[float, dict[str, float]]
         (captions_mod, "make_captions", "captions"),
         (shards_mod, "to_jpeg", "JPEG (= the floor's encode)"),
         (shards_mod, "_compact_json", "per-sample JSON"),
-        (shards_mod, "_tar_member", "tar members"),
+        (TarWriter, "add", "tar members"),
         (shards_mod, "_manifest_row", "manifest row"),
     ]
     saved = [(owner, attr, getattr(owner, attr)) for owner, attr, _ in patches]

@@ -242,3 +242,61 @@ def test_recorded_command_line_has_no_credentials(tmp_path, monkeypatch):
     command = json.loads(text)["command"]
     assert command[0] == "terrascribe"
     assert command[3] == "https://REDACTED@llm.example/v1?api_key=REDACTED&model=x"
+
+
+def test_compact_json_matches_the_standard_library_and_falls_back() -> None:
+    from terrascribe.shards import _compact_json
+
+    meta = {
+        "key": "osm_w1_x",
+        "objects": [{"bbox_xyxy": [113.77, 58.15, 129.9, 0.1], "tags": {"name": "Javorov\u00e1"}}],
+        "gsd_m": 0.3,
+        "n": 12345678901,
+        "b": [True, None],
+        "z": {"b": 1, "a": 2},
+    }
+    standard = json.dumps(meta, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    assert _compact_json(meta) == standard.encode()
+    odd = {"x": np.float64(0.25), "big": 1 << 70}  # orjson refuses these: the stdlib writes them
+    assert _compact_json(odd) == b'{"big":1180591620717411303424,"x":0.25}'
+    assert _compact_json({2: "b", 1: "a"}) == b'{"1":"a","2":"b"}'  # int keys, as json writes them
+
+
+def make_items_with_every_kind_of_skip(job):
+    items = list(make_items(job))
+    bad = items[1]
+    bad.image = b"not an image"
+    yield from items[:3]
+    yield Skip("planned-skip", "blank tile", "")
+    yield items[0]  # duplicate key
+    yield Sample(key="no-image", image=None, captions=["c"], source="other")
+    yield from items[3:]
+
+
+def test_skips_and_samples_keep_stream_order(tmp_path):
+    # Images are encoded on a thread behind the stream: the order of skips and members must
+    # still be the stream's.
+    stats = DatasetWriter(tmp_path).write_shard(0, make_items_with_every_kind_of_skip([0, 1, 2, 3]))
+    assert [(s["item"], s["reason"]) for s in stats.skips] == [
+        ("test-0001", "corrupt image"),
+        ("planned-skip", "blank tile"),
+        ("test-0000", "duplicate key"),
+        ("no-image", "no image"),
+    ]
+    with tarfile.open(tmp_path / "shard-000000.tar") as tar:
+        keys = [m.name.split(".")[0] for m in tar.getmembers() if m.name.endswith(".jpg")]
+    assert keys == ["test-0000", "test-0002", "test-0003"]
+
+
+def test_jpeg_encoder_writes_pillows_bytes_and_is_deterministic() -> None:
+    # encode_jpeg uses OpenCV (it releases the GIL); with these settings libjpeg-turbo writes
+    # what Pillow writes, so datasets keep their bytes whichever library encoded them.
+    image = _image(5)
+    pillow = io.BytesIO()
+    Image.fromarray(image).save(pillow, format="JPEG", quality=95, optimize=False, subsampling=0)
+    assert encode_jpeg(image) == encode_jpeg(image) == pillow.getvalue()
+    assert encode_jpeg(Image.fromarray(image).convert("L")) == encode_jpeg(
+        np.repeat(np.asarray(Image.fromarray(image).convert("L"))[..., None], 3, axis=2)
+    )
+    with pytest.raises(Exception, match=r"expected an \(H, W, 3\) uint8 array"):
+        encode_jpeg(image.astype(np.float32))

@@ -19,25 +19,27 @@ written with sorted keys, so the same inputs and seed give the same bytes.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import platform
 import re
 import sys
 import tarfile
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from terrascribe.images import ImageError, to_jpeg
 from terrascribe.records import RecordError, Sample, Skip
+from terrascribe.tar_writer import TarWriter
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -49,6 +51,8 @@ SHARD_PATTERN = "shard-{:06d}.tar"
 MANIFEST = "manifest.parquet"
 PARTS_DIR = ".parts"
 PARAMS_FILE = ".params.json"
+# Samples whose image may be encoding while the stream makes the next ones (bounds memory).
+_ENCODE_AHEAD = 4
 
 # Packages whose versions are recorded in dataset.json and evaluation results.
 RECORDED_PACKAGES = (
@@ -201,19 +205,18 @@ class ShardStats:
         }
 
 
-def _tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mtime = 0
-    info.mode = 0o644
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    tar.addfile(info, io.BytesIO(data))
-
-
 def _compact_json(obj: Any) -> bytes:
-    # Inside shards JSON is read by programs: compact and key-sorted (C encoder, deterministic).
-    return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+    """Compact, key-sorted UTF-8 JSON: what programs read inside shards (deterministic).
+
+    orjson writes a sample's metadata (hundreds of pixel coordinates) ten times faster than the
+    standard library, and the same bytes as ``json.dumps(sort_keys=True, separators=(",", ":"),
+    ensure_ascii=False)`` for finite floats of ordinary size (``1e-5`` where json has ``1e-05``).
+    Values it does not handle (numpy scalars, huge ints...) go through the standard library.
+    """
+    try:
+        return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _manifest_row(sample: Sample, shard: str, jpeg: bytes, size: tuple[int, int]) -> dict[str, Any]:
@@ -301,6 +304,10 @@ class DatasetWriter:
         the stream raises, nothing of this shard is kept and the error propagates, so a re-run
         writes it again from scratch.
 
+        Images are encoded on a background thread, a few samples behind the stream (the JPEG
+        encoder releases the GIL, so the stream makes the next samples meanwhile); samples are
+        still written, and skips recorded, in stream order.
+
         Returns:
             The shard's stats (also written to ``shard-NNNNNN.stats.json``).
         """
@@ -310,13 +317,31 @@ class DatasetWriter:
         stats = ShardStats(shard=name)
         rows: list[dict[str, Any]] = []
         seen: set[str] = set()
+        pending: deque[tuple[Sample | Skip, Future | None]] = deque()
+
+        def write_oldest(tar: TarWriter) -> None:
+            item, encoding = pending.popleft()
+            if isinstance(item, Skip):
+                stats.skip(item.item, item.reason, item.detail)
+            else:
+                self._add_sample(tar, item, encoding, name, seen, rows, stats)
+
         try:
-            with tarfile.open(tmp, "w", format=tarfile.GNU_FORMAT) as tar:
+            with (
+                TarWriter(tmp) as tar,
+                ThreadPoolExecutor(1, thread_name_prefix="jpeg") as encoder,
+            ):
                 for item in items:
-                    if isinstance(item, Skip):
-                        stats.skip(item.item, item.reason, item.detail)
-                        continue
-                    self._add_sample(tar, item, name, seen, rows, stats)
+                    encoding = None
+                    if isinstance(item, Sample) and item.image is not None:
+                        encoding = encoder.submit(
+                            to_jpeg, item.image, source=item.key, quality=self.jpeg_quality
+                        )
+                    pending.append((item, encoding))
+                    if len(pending) > _ENCODE_AHEAD:
+                        write_oldest(tar)
+                while pending:
+                    write_oldest(tar)
             if stats.written:
                 os.replace(tmp, final)
             else:
@@ -324,14 +349,18 @@ class DatasetWriter:
             _write_parquet(self.out_dir / PARTS_DIR / f"shard-{index:06d}.parquet", rows)
             atomic_write_text(self.stats_path(index), dumps(stats.to_dict()))
         except BaseException:
+            for _, encoding in pending:
+                if encoding is not None:
+                    encoding.cancel()
             tmp.unlink(missing_ok=True)
             raise
         return stats
 
     def _add_sample(
         self,
-        tar: tarfile.TarFile,
+        tar: TarWriter,
         sample: Sample,
+        encoding: Future | None,
         shard: str,
         seen: set[str],
         rows: list[dict[str, Any]],
@@ -340,20 +369,20 @@ class DatasetWriter:
         if sample.key in seen:
             stats.skip(sample.key, "duplicate key", "the same key appeared earlier in this shard")
             return
-        if sample.image is None:
+        if encoding is None:
             stats.skip(sample.key, "no image", "sample has no image data")
             return
         try:
-            jpeg, size = to_jpeg(sample.image, source=sample.key, quality=self.jpeg_quality)
+            jpeg, size = encoding.result()
         except ImageError as err:
             stats.skip(sample.key, "corrupt image", str(err))
             return
         seen.add(sample.key)
         meta = sample.metadata()
         meta["width"], meta["height"] = size
-        _tar_member(tar, f"{sample.key}.jpg", jpeg)
-        _tar_member(tar, f"{sample.key}.txt", sample.caption.encode("utf-8"))
-        _tar_member(tar, f"{sample.key}.json", _compact_json(meta))
+        tar.add(f"{sample.key}.jpg", jpeg)
+        tar.add(f"{sample.key}.txt", sample.caption.encode("utf-8"))
+        tar.add(f"{sample.key}.json", _compact_json(meta))
         rows.append(_manifest_row(sample, shard, jpeg, size))
         stats.written += 1
 
