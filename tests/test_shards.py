@@ -300,3 +300,13 @@ def test_jpeg_encoder_writes_pillows_bytes_and_is_deterministic() -> None:
     )
     with pytest.raises(Exception, match=r"expected an \(H, W, 3\) uint8 array"):
         encode_jpeg(image.astype(np.float32))
+
+
+def test_box_wkb_is_shapelys() -> None:
+    import shapely
+
+    from terrascribe.shards import box_wkb
+
+    for bounds in [(10.0, 50.0, 10.5, 50.25), (-180.0, -90.0, 180.0, 90.0), (1e-9, -2.5, 3.0, 0.0)]:
+        expected = shapely.to_wkb(shapely.box(*bounds), output_dimension=2)
+        assert box_wkb(*bounds) == expected

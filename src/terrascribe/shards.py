@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import re
+import struct
 import sys
 import tarfile
 from collections import Counter, deque
@@ -219,15 +220,22 @@ def _compact_json(obj: Any) -> bytes:
         return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def _manifest_row(sample: Sample, shard: str, jpeg: bytes, size: tuple[int, int]) -> dict[str, Any]:
-    import shapely
+def box_wkb(west: float, south: float, east: float, north: float) -> bytes:
+    """WKB of ``shapely.box(west, south, east, north)``, byte for byte, without building it.
 
-    b = sample.bounds
-    geometry = (
-        shapely.to_wkb(shapely.box(b.west, b.south, b.east, b.north), output_dimension=2)
-        if b is not None
-        else None
+    One per manifest row: packing 5 points is a tenth of the cost of a shapely round trip.
+    """
+    return _BOX_WKB.pack(
+        1, 3, 1, 5, east, south, east, north, west, north, west, south, east, south
     )
+
+
+_BOX_WKB = struct.Struct("<BIII10d")  # little endian, Polygon, 1 ring, 5 points
+
+
+def _manifest_row(sample: Sample, shard: str, jpeg: bytes, size: tuple[int, int]) -> dict[str, Any]:
+    b = sample.bounds
+    geometry = box_wkb(b.west, b.south, b.east, b.north) if b is not None else None
     return {
         "key": sample.key,
         "shard": shard,
