@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import bz2
 import json
+import os
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -204,6 +207,25 @@ def test_area_rule_for_closed_ways():
     assert is_area({"highway": "pedestrian", "area": "yes"})
     assert not is_area({"natural": "coastline"})
     assert not is_area({"building": "yes", "area": "no"})
+    assert is_area({"railway": "platform", "name": "Pasila"})
+    assert not is_area({"man_made": "pier", "building": "yes"})
+
+
+def test_area_rule_with_conflicting_linear_keys_does_not_depend_on_the_hash_seed():
+    # highway comes before railway in the rule's fixed order, whatever PYTHONHASHSEED is.
+    code = "from terrascribe.sources.osm import is_area; "
+    code += "print(is_area({'railway': 'platform', 'highway': 'footway'}))"
+    answers = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for seed in range(4)
+    }
+    assert answers == {"False"}
 
 
 def test_geojson_features_merge_pieces_and_restore_truncated_keys(tmp_path: Path):

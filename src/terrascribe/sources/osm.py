@@ -46,9 +46,17 @@ OSM_SUFFIXES = (".osm.pbf", ".pbf", ".osm", ".osm.bz2", ".osm.gz", ".o5m")
 TYPE_LETTER = {"node": "n", "way": "w", "relation": "r"}
 LETTER_TYPE = {v: k for k, v in TYPE_LETTER.items()}
 
-# Closed ways with these tags are lines, not areas (a roundabout is a road, not a disc).
-_LINEAR_KEYS = frozenset(
-    {"highway", "barrier", "railway", "waterway", "power", "aerialway", "route", "aeroway"}
+# Closed ways with these tags are lines, not areas (a roundabout is a road, not a disc). A tuple:
+# the first of these keys a way has decides, in this order whatever the process's hash seed.
+_LINEAR_KEYS = (
+    "highway",
+    "barrier",
+    "railway",
+    "waterway",
+    "power",
+    "aerialway",
+    "route",
+    "aeroway",
 )
 _AREA_VALUES = {
     "railway": {"platform", "station"},
@@ -61,6 +69,7 @@ _LINEAR_VALUES = {
     "natural": {"coastline", "cliff", "tree_row", "ridge", "arete", "valley"},
     "man_made": {"embankment", "pipeline", "cutline", "groyne", "breakwater", "pier"},
 }
+_AREA_RULE_KEYS = frozenset({"area", *_LINEAR_KEYS, *_LINEAR_VALUES})
 
 # Keys shortened to 10 characters by shapefile round trips (seen in label-maker fixtures).
 SHAPEFILE_KEYS = {
@@ -177,6 +186,8 @@ def _keep_main_dimension(fixed: BaseGeometry, original: BaseGeometry) -> BaseGeo
 
 def is_area(tags: Mapping[str, str]) -> bool:
     """Whether a *closed* way with these tags is an area (building) rather than a line (road)."""
+    if _AREA_RULE_KEYS.isdisjoint(tags):  # most buildings and land uses: no rule applies
+        return True
     area = tags.get("area")
     if area == "yes":
         return True
