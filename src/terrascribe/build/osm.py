@@ -42,7 +42,7 @@ from shapely.geometry.base import BaseGeometry
 
 from terrascribe.geo import WGS84, pixel_transform, transform_geometry, transformer
 from terrascribe.records import Bounds, ImageObject, Sample, Skip, make_key, normalise_captions
-from terrascribe.sources.imagery import ImagerySource, open_imagery, tile_bounds
+from terrascribe.sources.imagery import ImagerySource, Tile, open_imagery, tile_bounds
 from terrascribe.sources.osm import (
     DONE_FILE,
     OsmObject,
@@ -319,7 +319,8 @@ def make_osm_items(job: OsmJob) -> Iterator[Sample | Skip]:
             return started
         obj, placement, reading = started
         try:
-            return _make_sample(obj, placement, reading.result(), context, source, table, job)
+            rgb = _checked_pixels(reading.result(), job.tiles)
+            return _make_sample(obj, placement, rgb, context, source, table, job)
         except _SkipTile as skip:
             return Skip(ref, skip.reason, skip.detail)
         except Exception as err:  # one bad object (read error, odd geometry) must not stop a shard
@@ -353,7 +354,14 @@ def _start_tile(
         return Skip(ref, skip.reason, skip.detail)
     except Exception as err:
         return Skip(ref, "tile failed", f"{type(err).__name__}: {err}")
-    return obj, placement, reader.submit(_read_tile, source, placement, job.tiles)
+    out_px = placement.out_px
+    # Only the read runs on the reader thread: each further step there (numpy checks release
+    # and retake the GIL) would wait for the busy main thread to let go of the GIL.
+    return (
+        obj,
+        placement,
+        reader.submit(source.read, placement.bounds, (out_px, out_px), placement.crs),
+    )
 
 
 _POINT, _LINE, _POLYGON = 0, 1, 2
@@ -515,10 +523,8 @@ def _place_tile(obj: OsmObject, source: ImagerySource, job: OsmJob) -> _Placemen
     return _Placement(rng, side, offset, bounds, crs, out_px, gsd * side / out_px)
 
 
-def _read_tile(source: ImagerySource, placement: _Placement, opts: TileOptions) -> np.ndarray:
+def _checked_pixels(tile: Tile, opts: TileOptions) -> np.ndarray:
     """The tile's RGB pixels, or :class:`_SkipTile` if it is mostly nodata or blank."""
-    out_px = placement.out_px
-    tile = source.read(placement.bounds, (out_px, out_px), placement.crs)
     if tile.valid_fraction < opts.min_valid_fraction:
         raise _SkipTile("tile mostly nodata", f"{tile.valid_fraction:.2f} of pixels have data")
     if not (tile.valid.all() and _surely_not_blank(tile.rgb, opts.min_std)):
