@@ -525,13 +525,16 @@ def _place_tile(obj: OsmObject, source: ImagerySource, job: OsmJob) -> _Placemen
 
 def _checked_pixels(tile: Tile, opts: TileOptions) -> np.ndarray:
     """The tile's RGB pixels, or :class:`_SkipTile` if it is mostly nodata or blank."""
-    if tile.valid_fraction < opts.min_valid_fraction:
-        raise _SkipTile("tile mostly nodata", f"{tile.valid_fraction:.2f} of pixels have data")
-    if not (tile.valid.all() and _surely_not_blank(tile.rgb, opts.min_std)):
-        if tile.valid.all():  # same pixels, same order: no boolean-mask copy
+    n_valid = int(np.count_nonzero(tile.valid))
+    valid_fraction = n_valid / tile.valid.size if tile.valid.size else 0.0
+    if valid_fraction < opts.min_valid_fraction:
+        raise _SkipTile("tile mostly nodata", f"{valid_fraction:.2f} of pixels have data")
+    all_valid = n_valid == tile.valid.size
+    if not (all_valid and _surely_not_blank(tile.rgb, opts.min_std)):
+        if all_valid:  # same pixels, same order: no boolean-mask copy
             std = float(tile.rgb.std())
         else:
-            std = float(tile.rgb[tile.valid].std()) if tile.valid.any() else 0.0
+            std = float(tile.rgb[tile.valid].std()) if n_valid else 0.0
         if std < opts.min_std:
             raise _SkipTile("blank tile", f"pixel std {std:.2f} < {opts.min_std}")
     return tile.rgb
