@@ -306,9 +306,7 @@ def _classification_input(
 def _score_classification(
     task: str, source: _Source, embed: _Embedder, options: EvalOptions, cache: dict
 ) -> _Scored:
-    if "cls" not in cache:
-        cache["cls"] = _classification_input(source, options)
-    data, classnames, templates = cache["cls"]
+    data, classnames, templates = _loaded(source, options, cache)
     n_classes = len(classnames)
     record = {"classes": data.classes, "classnames": classnames}
     if task == "zeroshot":
@@ -428,9 +426,7 @@ def _retrieval_input(source: _Source) -> bm.RetrievalData:
 def _score_retrieval(
     source: _Source, embed: _Embedder, options: EvalOptions, cache: dict
 ) -> _Scored:
-    if "ret" not in cache:
-        cache["ret"] = _retrieval_input(source)
-    data = cache["ret"]
+    data = _loaded(source, options, cache)
     captions = list(data.captions)
     if options.caption_prefix:
         captions = [options.caption_prefix + c for c in captions]
@@ -453,9 +449,7 @@ def _score_retrieval(
 def _score_counting(
     source: _Source, embed: _Embedder, options: EvalOptions, cache: dict
 ) -> _Scored:
-    if "count" not in cache:
-        cache["count"] = bm.load_counting(source.path)
-    data, meta = cache["count"]
+    data, meta = _loaded(source, options, cache)
     numbers = list(options.counting_numbers)
     img = embed.images(data.images)
     out: dict[str, Any] = {}
@@ -497,13 +491,20 @@ def _score_task(
     return _score_classification(task, source, embed, options, cache)
 
 
-def _load_data(source: _Source, options: EvalOptions) -> dict[str, Any]:
-    """A benchmark's data, loaded once (the cache entries the scoring functions look for)."""
-    if source.kind == "classification":
-        return {"cls": _classification_input(source, options)}
-    if source.kind == "retrieval":
-        return {"ret": _retrieval_input(source)}
-    return {"count": bm.load_counting(source.path)}
+def _loaded(source: _Source, options: EvalOptions, cache: dict) -> Any:
+    """A benchmark's data, loaded once per run (kept in ``cache`` under ``"data"``).
+
+    Classification: ``(data, classnames, templates)``; retrieval: the data; counting:
+    ``(data, meta)``.
+    """
+    if "data" not in cache:
+        if source.kind == "classification":
+            cache["data"] = _classification_input(source, options)
+        elif source.kind == "retrieval":
+            cache["data"] = _retrieval_input(source)
+        else:
+            cache["data"] = bm.load_counting(source.path)
+    return cache["data"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -566,6 +567,27 @@ def _write_result(
     return result
 
 
+def _run_tasks(
+    names: Sequence[str],
+    score: Callable[[str], _Scored],
+    out_dir: str | Path,
+    info: dict[str, Any],
+    source: _Source,
+    options: EvalOptions,
+    skip_existing: bool,
+) -> list[Path]:
+    """Score each task and write its result file; returns the paths (written or skipped)."""
+    written = []
+    for task in names:
+        path = result_path(out_dir, _model_id(info), source.name, task)
+        written.append(path)
+        if skip_existing and path.exists():
+            continue
+        started = time.perf_counter()
+        _write_result(path, info, source, task, score(task), options, started)
+    return written
+
+
 def _asks_all(tasks: str | Sequence[str]) -> bool:
     return "all" in ([tasks] if isinstance(tasks, str) else list(tasks))
 
@@ -574,9 +596,7 @@ def _tasks_the_split_allows(
     names: list[str], source: _Source, options: EvalOptions, cache: dict
 ) -> list[str]:
     """``all`` on a set without training images (attribute tasks, ``all-test``) is zero-shot."""
-    if "cls" not in cache:
-        cache["cls"] = _classification_input(source, options)
-    if (cache["cls"][0].splits == "train").any():
+    if (_loaded(source, options, cache)[0].splits == "train").any():
         return names
     return [t for t in names if t not in _NEEDS_TRAIN]
 
@@ -626,20 +646,19 @@ def evaluate(
     source = resolve_source(benchmark, data_root)
     names = expand_tasks(tasks, source.kind, source.name)
     info = _model_info(model, options)
-    model_id = _model_id(info)
     embed = _Embedder(model, Path(cache_dir) if cache_dir else None, batch_size, progress)
     cache: dict[str, Any] = {}
     if _asks_all(tasks) and source.kind == "classification":
         names = _tasks_the_split_allows(names, source, options, cache)
-    written = []
-    for task in names:
-        path = result_path(out_dir, model_id, source.name, task)
-        written.append(path)
-        if skip_existing and path.exists():
-            continue
-        started = time.perf_counter()
-        scored = _score_task(task, source, embed, options, cache)
-        _write_result(path, info, source, task, scored, options, started)
+    written = _run_tasks(
+        names,
+        lambda task: _score_task(task, source, embed, options, cache),
+        out_dir,
+        info,
+        source,
+        options,
+        skip_existing,
+    )
     if save_embeddings is not None:
         _save_embeddings(Path(save_embeddings), source, embed, options, info, cache)
     return written
@@ -664,18 +683,14 @@ def _save_embeddings(
         "benchmark": source.name,
     }
     if source.kind == "classification":
-        if "cls" not in cache:
-            cache["cls"] = _classification_input(source, options)
-        data, classnames, templates = cache["cls"]
+        data, classnames, templates = _loaded(source, options, cache)
         _save_npy(out / "images.npy", _split_embedding(embed, data, "all", cache)[0])
         _save_npy(out / "labels.npy", data.labels)
         _save_npy(out / "split.npy", data.splits.astype("U5"))
         _save_npy(out / "classes.npy", _class_embedding(embed, classnames, templates, cache))
         meta.update(classnames=classnames, templates=templates)
     elif source.kind == "retrieval":
-        if "ret" not in cache:
-            cache["ret"] = _retrieval_input(source)
-        data = cache["ret"]
+        data = _loaded(source, options, cache)
         _save_npy(out / "images.npy", _retrieval_images(embed, data, cache))
         _save_npy(out / "texts.npy", embed.texts(data.captions))
         _save_npy(out / "text_to_image.npy", data.text_to_image)
@@ -733,16 +748,15 @@ def score_embeddings(
     source = _Source(name, None, "embeddings", folder, kind)
     images = _load_npy(folder, "images.npy")
     info["embed_dim"] = int(images.shape[1]) if images.ndim == 2 else None
-    written = []
-    for task in names:
-        path = result_path(out_dir, _model_id(info), name, task)
-        written.append(path)
-        if skip_existing and path.exists():
-            continue
-        started = time.perf_counter()
-        scored = _score_precomputed(task, folder, images, meta, options)
-        _write_result(path, info, source, task, scored, options, started)
-    return written
+    return _run_tasks(
+        names,
+        lambda task: _score_precomputed(task, folder, images, meta, options),
+        out_dir,
+        info,
+        source,
+        options,
+        skip_existing,
+    )
 
 
 def _row_split_hash(splits: Sequence[str]) -> str:
@@ -922,7 +936,8 @@ def make_train_eval_fn(
                 "their metrics would collide"
             )
         names = _tasks_for(tasks, source)
-        data = _load_data(source, options)
+        data: dict[str, Any] = {}
+        _loaded(source, options, data)
         if _asks_all(tasks) and source.kind == "classification":
             names = _tasks_the_split_allows(names, source, options, data)
         prepared.append(_Prepared(source, names, data))
