@@ -265,6 +265,35 @@ def test_blank_and_nodata_tiles_are_skipped(scene, tmp_path: Path):
     assert info["counts"]["skip_reasons"]["blank tile"] == 7
 
 
+class _FlakyRaster:
+    """Wraps a raster source; every other read fails, as a flaky network COG would."""
+
+    def __init__(self, source) -> None:
+        self._source = source
+        self.reads = 0
+
+    def __getattr__(self, name: str):
+        return getattr(self._source, name)
+
+    def read(self, bounds, size_px, crs=None):
+        self.reads += 1
+        if self.reads % 2 == 0:
+            raise OSError("connection reset")
+        return self._source.read(bounds, size_px, crs)
+
+
+def test_failed_reads_are_recorded_and_the_shard_carries_on(scene, tmp_path: Path):
+    from terrascribe.sources.imagery import RasterSource
+
+    osm, tif = scene
+    flaky = _FlakyRaster(RasterSource(tif, licence="CC0-1.0"))
+    info = build_osm_dataset(osm, [flaky], tmp_path / "ds", tiles=TILES, progress=False)
+    failed = {k: v for k, v in _skips(tmp_path / "ds").items() if v[0] == "tile failed"}
+    assert len(failed) == flaky.reads // 2 >= 3
+    assert {detail for _, detail in failed.values()} == {"OSError: connection reset"}
+    assert info["counts"]["samples"] == 7 - len(failed)
+
+
 def test_cli_build_osm(scene, tmp_path: Path):
     from typer.testing import CliRunner
 

@@ -321,10 +321,8 @@ def make_osm_items(job: OsmJob) -> Iterator[Sample | Skip]:
         try:
             rgb = _checked_pixels(reading.result(), job.tiles)
             return _make_sample(obj, placement, rgb, context, source, table, job)
-        except _SkipTile as skip:
-            return Skip(ref, skip.reason, skip.detail)
         except Exception as err:  # one bad object (read error, odd geometry) must not stop a shard
-            return Skip(ref, "tile failed", f"{type(err).__name__}: {err}")
+            return _skip_for(ref, err)
 
     # One reader thread: a source's dataset handle is never used by two threads at once.
     with ThreadPoolExecutor(1, thread_name_prefix="tile-read") as reader:
@@ -350,10 +348,8 @@ def _start_tile(
         return Skip(ref, "object missing from extract", job.features)
     try:
         placement = _place_tile(obj, source, job)
-    except _SkipTile as skip:
-        return Skip(ref, skip.reason, skip.detail)
     except Exception as err:
-        return Skip(ref, "tile failed", f"{type(err).__name__}: {err}")
+        return _skip_for(ref, err)
     out_px = placement.out_px
     # Only the read runs on the reader thread: each further step there (numpy checks release
     # and retake the GIL) would wait for the busy main thread to let go of the GIL.
@@ -465,6 +461,13 @@ class _SkipTile(Exception):
         self.detail = detail
 
 
+def _skip_for(ref: str, err: Exception) -> Skip:
+    """The skip recorded for an object whose tile failed: its stated reason, or the error."""
+    if isinstance(err, _SkipTile):
+        return Skip(ref, err.reason, err.detail)
+    return Skip(ref, "tile failed", f"{type(err).__name__}: {err}")
+
+
 def _tile_geometry(
     obj: OsmObject, gsd: float, opts: TileOptions, rng: np.random.Generator
 ) -> tuple[float, float, int, float, tuple[float, float]]:
@@ -570,14 +573,13 @@ def _make_sample(
     if not in_tile or refs[in_tile[0][0]] != obj.ref:
         raise _SkipTile("object not in tile", "the focus object does not reach the tile")
     focus_io = in_tile[0][1]
-    others = [(i, io) for i, io in in_tile[1:] if context.label(i, table, out_gsd)[1] is not None]
     objects = context.objects
+    # The other objects that show at this GSD, each with its main rule (its kind in captions).
+    labelled = ((i, io, context.label(i, table, out_gsd)[1]) for i, io in in_tile[1:])
+    others = [(objects[i], io, kind) for i, io, kind in labelled if kind is not None]
     focus_t = osm_captions.TileObject(obj.tags, focus_io.bbox_xyxy, obj.area_m2, obj.length_m)
     other_t = [
-        osm_captions.TileObject(
-            objects[i].tags, io.bbox_xyxy, objects[i].area_m2, objects[i].length_m
-        )
-        for i, io in others
+        osm_captions.TileObject(o.tags, io.bbox_xyxy, o.area_m2, o.length_m) for o, io, _ in others
     ]
     made = osm_captions.make_captions(
         CAPTION_STYLES,
@@ -587,7 +589,7 @@ def _make_sample(
         rng,
         gsd_m=out_gsd,
         image_size=(out_px, out_px),
-        other_kinds=[context.label(i, table, out_gsd)[1] for i, _ in others],
+        other_kinds=[kind for _, _, kind in others],
     )
     styles = {k: c.text for k, c in made.items() if c is not None and c.text}
     captions = normalise_captions([styles[s] for s in CAPTION_STYLES if styles.get(s)])
