@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from terrascribe.records import Bounds, ImageObject, Sample, Skip, make_key
-from terrascribe.shards import chunked, hash_path, write_dataset
+from terrascribe.shards import PARTS_DIR, chunked, hash_path, write_dataset
 from terrascribe.sources.annotations import (
     AnnotationError,
     Box,
@@ -371,18 +371,22 @@ def _box_items(
         yield from image_samples(settings, ann)
 
 
-def _class_count_report(out: Path) -> dict[str, Any]:
-    # runs before dataset.json exists, so it reads the per-shard manifest parts
-    import pyarrow as pa
+def _part_extras(out: Path) -> Iterator[dict[str, Any]]:
+    """Every written sample's ``extra``, from the per-shard manifest parts.
+
+    Reports run before ``dataset.json`` (and the joined manifest) exist, so they read the parts.
+    """
     import pyarrow.parquet as pq
 
-    tables = [
-        pq.read_table(p, columns=["extra"]) for p in sorted((out / ".parts").glob("*.parquet"))
-    ]
+    for part in sorted((out / PARTS_DIR).glob("*.parquet")):
+        for text in pq.read_table(part, columns=["extra"]).column("extra").to_pylist():
+            yield json.loads(text)
+
+
+def _class_count_report(out: Path) -> dict[str, Any]:
     counts: Counter[str] = Counter()
-    if tables:
-        for text in pa.concat_tables(tables).column("extra").to_pylist():
-            counts.update(json.loads(text).get("class_counts", {}))
+    for extra in _part_extras(out):
+        counts.update(extra.get("class_counts", {}))
     return {
         "class_counts": dict(sorted(counts.items())),
         "objects": sum(counts.values()),
@@ -740,20 +744,12 @@ def _caption_items(
 
 
 def _split_report(out: Path) -> dict[str, Any]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    tables = [
-        pq.read_table(p, columns=["extra"]) for p in sorted((out / ".parts").glob("*.parquet"))
-    ]
     splits: Counter[str] = Counter()
     labels: Counter[str] = Counter()
-    if tables:
-        for text in pa.concat_tables(tables).column("extra").to_pylist():
-            extra = json.loads(text)
-            splits[extra.get("split")] += 1
-            if extra.get("label"):
-                labels[extra["label"]] += 1
+    for extra in _part_extras(out):
+        splits[extra.get("split")] += 1
+        if extra.get("label"):
+            labels[extra["label"]] += 1
     return {"splits": dict(sorted(splits.items())), "labels": dict(sorted(labels.items()))}
 
 
