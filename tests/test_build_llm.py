@@ -109,6 +109,9 @@ def test_offline_build_is_labelled_and_byte_for_byte_reproducible(tmp_path) -> N
     assert manifest["west"].iloc[0] == pytest.approx(-0.37)
     for name in ["shard-000000.tar", "shard-000001.tar", "manifest.parquet", "sizes.json"]:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    # The duplicate of item 0 is recorded in item 0's shard, after its samples.
+    stats = json.loads((tmp_path / "a" / "shard-000000.stats.json").read_text())
+    assert stats["skips"][-1]["reason"] == "duplicate item"
 
 
 def test_llm_build_records_metadata_and_never_writes_the_key(llm: FakeLLM, tmp_path) -> None:

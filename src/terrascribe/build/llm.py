@@ -337,20 +337,15 @@ def build_llm_dataset(
         params = {"captioner": OFFLINE_CAPTIONER}
     params.update(shard_size=shard_size, drop_flagged=drop_flagged)
 
-    # Duplicates are recorded as skips in the shard of their first occurrence's chunk.
-    jobs = [
-        [(it.to_json(), outcomes.get(it.key) if endpoint is not None else None) for it in chunk]
-        for chunk in chunked(unique, shard_size)
-    ]
-    make = functools.partial(
-        make_samples, base_dir=str(base_dir), fetch=fetch, drop_flagged=drop_flagged
-    )
+    jobs = _jobs(unique, dupes, outcomes, shard_size)
     pending = Counter(o["reason"] for o in outcomes.values() if o["status"] == "pending")
     try:
         info = write_dataset(
             out,
             jobs,
-            functools.partial(_with_duplicates, make, sorted(d.key for d in dupes)),
+            functools.partial(
+                make_samples, base_dir=str(base_dir), fetch=fetch, drop_flagged=drop_flagged
+            ),
             builder=BUILDER,
             params=params,
             seed=seed,
@@ -376,16 +371,28 @@ def build_llm_dataset(
     return info
 
 
-def _with_duplicates(
-    make: functools.partial[Iterator[Sample | Skip]],
-    dupe_keys: Sequence[str],
-    job: Sequence[tuple[dict[str, Any], dict[str, Any] | None]],
-) -> Iterator[Sample | Skip]:
-    yield from make(job)
-    keys = {WebItem.model_validate(it).key for it, _ in job}
-    for key in dupe_keys:
-        if key in keys:
-            yield Skip(key, "duplicate item", "an earlier item has the same key")
+def _jobs(
+    unique: Sequence[WebItem],
+    dupes: Sequence[WebItem],
+    outcomes: Mapping[str, dict[str, Any]],
+    shard_size: int,
+) -> list[list[tuple[dict[str, Any], dict[str, Any] | None]]]:
+    """Chunks of ``(item, outcome)`` pairs, one per shard (no outcome: caption offline).
+
+    A duplicate comes at the end of its first occurrence's chunk with a ``skipped`` outcome,
+    so it is recorded as a skip in that shard.
+    """
+    jobs: list[list[tuple[dict[str, Any], dict[str, Any] | None]]] = []
+    chunk_of: dict[str, int] = {}
+    for i, chunk in enumerate(chunked(unique, shard_size)):
+        jobs.append([(it.to_json(), outcomes.get(it.key)) for it in chunk])
+        chunk_of.update(dict.fromkeys((it.key for it in chunk), i))
+    for dupe in sorted(dupes, key=lambda d: d.key):
+        skipped = CaptionOutcome(
+            dupe.key, "skipped", reason="duplicate item", detail="an earlier item has the same key"
+        )
+        jobs[chunk_of[dupe.key]].append((dupe.to_json(), skipped.to_dict()))
+    return jobs
 
 
 def _llm_report(results: Sequence[CaptionOutcome], captioner: LLMCaptioner) -> dict[str, Any]:
