@@ -19,7 +19,6 @@ reusable by any tool.)
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -177,18 +176,21 @@ def merge_datasets(
     report_inputs = []
     for inp in items:
         ds: Dataset = open_dataset(inp.path)
-        copies = plan.loc[plan["name"] == inp.name].set_index("key")["copies"]
-        shard_of = ds.manifest(columns=["key", "shard"]).set_index("key")["shard"]
-        for shard in ds.shards:
-            keys = shard_of.index[shard_of == shard.name]
-            jobs.append(
-                (
-                    str(shard),
-                    inp.name,
-                    str(inp.path),
-                    tuple((k, int(copies[k])) for k in sorted(keys)),
-                )
-            )
+        rows = (
+            ds.manifest(columns=["key", "shard"])
+            .merge(plan.loc[plan["name"] == inp.name, ["key", "copies"]], on="key")
+            .sort_values("key")
+        )
+        # one pass over the manifest (a mask per shard was shards x samples)
+        per_shard = {
+            shard: tuple(zip(group["key"].tolist(), group["copies"].tolist(), strict=True))
+            for shard, group in rows.groupby("shard", sort=False)
+        }
+        jobs.extend(
+            (str(shard), inp.name, str(inp.path), per_shard.get(shard.name, ()))
+            for shard in ds.shards
+        )
+        copies = rows["copies"]
         report_inputs.append(
             {
                 "name": inp.name,
@@ -206,7 +208,7 @@ def merge_datasets(
     return write_dataset(
         out_dir,
         jobs,
-        functools.partial(_merge_items),
+        _merge_items,
         builder="curate.merge",
         params={
             "inputs": [{"name": i.name, "path": str(i.path), "weight": i.weight} for i in items],
