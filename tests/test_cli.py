@@ -47,3 +47,9 @@ def test_info_on_a_folder_that_is_not_a_dataset(tmp_path):
     result = runner.invoke(app, ["info", str(tmp_path)])
     assert result.exit_code != 0
     assert "not a complete terrascribe dataset" in result.output
+
+
+def test_search_refuses_a_malformed_point_before_opening_the_index(tmp_path):
+    result = runner.invoke(app, ["search", str(tmp_path / "no-index"), "--near", "10.5"])
+    assert result.exit_code == 2
+    assert "expected LON,LAT" in result.output

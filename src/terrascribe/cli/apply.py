@@ -193,13 +193,14 @@ def search_cmd(
     from terrascribe.search.index import SearchIndex
     from terrascribe.search.query import search
 
+    point = _parse_point(near) if near else None  # before the index is loaded
     idx = SearchIndex(index, device=device)
     dates = (date_from, date_to) if (date_from or date_to) else None
     results = search(
         idx,
         text,
         image=image,
-        near=_parse_point(near) if near else None,
+        near=point,
         k=k,
         bbox=bbox,
         date_range=dates,
