@@ -96,6 +96,8 @@ def test_filter_by_manifest_query(tmp_path):
     keys = [s.key for s in ds.samples(where="west > 10.01")]
     assert keys == [f"test-{i:04d}" for i in range(11, 20) if i % 7 != 6]
     assert [s.key for s in ds.samples(keys=["test-0003"], with_images=False)] == ["test-0003"]
+    both = ds.samples(keys=["test-0003", "test-0012"], where="west > 10.01", with_images=False)
+    assert [s.key for s in both] == ["test-0012"]
 
 
 def test_rerun_is_byte_identical(tmp_path):

@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import platform
+import random
 import re
 import struct
 import sys
@@ -702,13 +703,14 @@ class Dataset:
         """
         wanted: set[str] | None = set(keys) if keys is not None else None
         shards: Iterable[str] = sorted(self.sizes)
-        if where is not None:
-            rows = self.query(where)
+        rows = self.query(where) if where is not None else None  # holds key and shard
+        if rows is not None:
             chosen = set(rows["key"])
             wanted = chosen if wanted is None else wanted & chosen
         if wanted is not None:
-            in_shards = self.manifest(columns=["key", "shard"])
-            shards = sorted(set(in_shards.loc[in_shards["key"].isin(wanted), "shard"]))
+            if rows is None:
+                rows = self.manifest(columns=["key", "shard"])
+            shards = sorted(set(rows.loc[rows["key"].isin(wanted), "shard"]))
         for name in shards:
             for sample in iter_shard(self.path / name, with_images=with_images):
                 if wanted is None or sample.key in wanted:
@@ -742,7 +744,7 @@ class Dataset:
             empty_check=False,
         )
         if shuffle:
-            pipeline = pipeline.shuffle(shuffle, rng=__import__("random").Random(seed))
+            pipeline = pipeline.shuffle(shuffle, rng=random.Random(seed))
         pipeline = pipeline.decode("pil").map(
             lambda s: {
                 "key": s["__key__"],
