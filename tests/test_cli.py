@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import typer
 from typer.testing import CliRunner
 
 from terrascribe.cli import app
@@ -28,6 +29,14 @@ def test_help_lists_every_command_group():
         "info",
     ):
         assert name in result.output, name
+    # The root help text itself says "build ... curate ... train ... search ... map": check the
+    # registered commands too, so a group that is no longer registered fails this test.
+    root = typer.main.get_command(app)
+    registered = set(root.list_commands(typer.Context(root)))
+    assert registered >= {
+        *("build", "curate", "train", "models", "eval", "index", "search", "serve", "map"),
+        *("sample-data", "demo", "info"),
+    }
 
 
 def test_info_prints_counts_and_json(tmp_path):
