@@ -168,6 +168,15 @@ def test_budget_stop_keeps_complete_shards_and_a_rerun_finishes(llm: FakeLLM, tm
     assert len(Dataset(out)) == 6
 
 
+def test_prices_given_as_a_dict(llm: FakeLLM, tmp_path) -> None:
+    items = write_items(tmp_path, 1)
+    prices = {"vlm": {"input": 1000, "output": 1000}}  # the documented JSON form
+    info = build_llm_dataset(
+        items, tmp_path / "ds", prices=prices, max_cost=1.0, **llm_options(llm, tmp_path)
+    )
+    assert info["report"]["usage"]["cost_usd"] == pytest.approx(0.15)
+
+
 def test_resume_after_the_endpoint_went_down(llm: FakeLLM, tmp_path) -> None:
     items = write_items(tmp_path, 4)
     out = tmp_path / "ds"

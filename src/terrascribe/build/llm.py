@@ -317,7 +317,7 @@ def build_llm_dataset(
             summary_min_chars=summary_min_chars,
             seed=seed,
             response_format=response_format,  # type: ignore[arg-type]
-            prices=parse_prices(prices) if not isinstance(prices, Mapping) else prices,
+            prices=parse_prices(prices),
             max_cost=max_cost,
         )
         params = captioner.params()
