@@ -336,6 +336,39 @@ def test_overpass_client_retries_caches_and_reports(httpserver, tmp_path: Path):
         OverpassClient(url, retries=1, backoff_s=0.01).fetch("q")
 
 
+def test_overpass_client_refuses_answers_that_are_not_whole_osm(httpserver, tmp_path: Path):
+    url = httpserver.url_for("/api/interpreter")
+    client = OverpassClient(url, cache_dir=tmp_path / "cache", retries=0)
+    # A busy server can answer 200 with an HTML error page.
+    busy = "<html><body><p>Error: runtime error: the server is probably too busy</p></body></html>"
+    httpserver.expect_request("/api/interpreter").respond_with_data(busy)
+    with pytest.raises(OverpassError, match="answer is not OSM XML"):
+        client.fetch("q")
+    # A query stopped midway still answers 200 with well-formed XML: what came, and a remark.
+    httpserver.clear()
+    timed_out = TINY_OSM.replace(
+        "</osm>",
+        '<remark> runtime error: Query timed out in "query" at line 3 after 181 seconds. '
+        "</remark>\n</osm>",
+    )
+    httpserver.expect_request("/api/interpreter").respond_with_data(timed_out)
+    with pytest.raises(OverpassError, match=r"incomplete.*Query timed out in \"query\" at line 3"):
+        client.download((9.98, 49.98, 10.01, 50.01), tmp_path / "area.osm")
+    assert not (tmp_path / "area.osm").exists()
+    assert not list((tmp_path / "cache").glob("*")), "a failed answer is never cached"
+
+
+def test_overpass_client_retries_connection_errors(tmp_path: Path):
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on once the socket is closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    client = OverpassClient(f"http://127.0.0.1:{port}/api/interpreter", retries=1, backoff_s=0.01)
+    with pytest.raises(OverpassError, match=r"after 2 attempts \(ConnectError"):
+        client.fetch("q")
+
+
 @pytest.mark.real_data
 def test_real_pbfs_match_the_data_card(shared_data: Path):
     # Tagged ways per key (data card): Monaco is referentially complete, so counts match exactly.

@@ -8,6 +8,7 @@ Answers are cached on disk by a hash of (endpoint, query): a re-run never asks t
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -15,6 +16,9 @@ from pathlib import Path
 DEFAULT_ENDPOINT = "https://overpass-api.de/api/interpreter"
 # Overpass asks clients to back off on these (rate limit, gateway timeouts, server load).
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+# A query the server stopped (timeout, memory) still answers HTTP 200 with well-formed XML: the
+# objects sent so far and this remark. Such an answer is incomplete and must not be cached.
+_RUNTIME_ERROR = re.compile(rb"<remark>\s*(runtime error[^<]*?)\s*</remark>")
 
 
 class OverpassError(RuntimeError):
@@ -99,7 +103,9 @@ class OverpassClient:
         """Return the server's answer to ``query`` (from the cache when present).
 
         Raises:
-            OverpassError: If every attempt failed; the message names the endpoint and cause.
+            OverpassError: If every attempt failed, the server refused the query, or it stopped
+                the query midway (an incomplete answer, never cached); the message names the
+                endpoint and cause.
         """
         import httpx
 
@@ -132,6 +138,13 @@ class OverpassClient:
             content = response.content
             if b"<osm" not in content[:2000]:
                 raise OverpassError(f"{self.endpoint}: answer is not OSM XML: {content[:200]!r}")
+            stopped = _RUNTIME_ERROR.search(content)
+            if stopped is not None:
+                raise OverpassError(
+                    f"{self.endpoint}: the answer is incomplete, the server stopped the query "
+                    f"({stopped.group(1).decode(errors='replace')}); ask for a smaller box or "
+                    "fewer keys"
+                )
             if cached is not None:
                 from terrascribe.shards import atomic_write_bytes
 
