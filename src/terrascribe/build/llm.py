@@ -39,7 +39,6 @@ from terrascribe.text.llm import (
     CaptionInput,
     CaptionOutcome,
     LLMCaptioner,
-    Price,
     TemplateCaptioner,
     parse_prices,
 )
@@ -221,7 +220,7 @@ def build_llm_dataset(
     prompt: str | Path = "gaia-v1",
     concurrency: int = 8,
     max_cost: float | None = None,
-    prices: str | Path | Mapping[str, Price] | None = None,
+    prices: str | Path | Mapping[str, Any] | None = None,
     cache_dir: str | Path | None = None,
     base_dir: str | Path | None = None,
     shard_size: int = 1000,

@@ -779,7 +779,7 @@ def osm_report(out: Path) -> dict[str, Any]:
     """Samples per main tag, imagery source and GSD, skip reasons, and a PNG map of samples."""
     import pyarrow.parquet as pq
 
-    from terrascribe.shards import MANIFEST, PARTS_DIR
+    from terrascribe.shards import PARTS_DIR
 
     parts = sorted((out / PARTS_DIR).glob("shard-*.parquet"))
     tags: Counter[str] = Counter()
@@ -804,7 +804,6 @@ def osm_report(out: Path) -> dict[str, Any]:
         reasons.update(json.loads(stats.read_text())["skip_reasons"])
     map_name = "samples_map.png"
     _plot_map(out / map_name, lons, lats)
-    del MANIFEST
     return {
         "samples": len(lons),
         "samples_per_tag": dict(tags.most_common()),
