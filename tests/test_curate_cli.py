@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 from typer.testing import CliRunner
 
 from terrascribe.cli import app
+from terrascribe.curate.views import write_view
+from terrascribe.shards import Dataset
 from tests.test_curate_helpers import make_dataset
 
 
@@ -40,3 +44,32 @@ def test_dedup_split_merge_and_errors(tmp_path: Path) -> None:
     r = runner.invoke(app, ["curate", "split", str(tmp_path / "dd"), "--fractions", "0.5,0.1"])
     assert r.exit_code == 1
     assert "Error: fractions must sum to 1" in r.output
+
+
+def test_filter_and_an_unknown_score_column(tmp_path: Path) -> None:
+    ds = make_dataset(tmp_path / "ds", 20)
+    keys = ds.manifest()["key"]
+    scores = pd.DataFrame({"key": keys, "clip_score": np.linspace(0, 1, len(keys))})
+    write_view(tmp_path / "ds" / "scores.parquet", scores, meta={"model": "test"})
+    runner = CliRunner()
+    r = runner.invoke(
+        app, ["curate", "filter", str(tmp_path / "ds"), str(tmp_path / "f"), "--top", "0.5"]
+    )
+    assert r.exit_code == 0, r.output
+    assert len(Dataset(tmp_path / "f")) == 10
+    # A KeyError from the library is shown as its message, not its repr (no extra quotes).
+    r = runner.invoke(
+        app,
+        [
+            "curate",
+            "filter",
+            str(tmp_path / "ds"),
+            str(tmp_path / "g"),
+            "--top",
+            "0.5",
+            "--score",
+            "nope",
+        ],
+    )
+    assert r.exit_code == 1
+    assert "Error: no score column 'nope'; run" in r.output
