@@ -551,7 +551,7 @@ class TemplateCaptioner:
 
     def caption(self, item: CaptionInput) -> CaptionOutcome:
         """Make up to five distinct captions; ``failed`` if the item has no usable text."""
-        where = ", ".join(p for p in (item.place,) if p)
+        where = item.place or ""
         candidates: list[str] = []
         if item.alt_text:
             candidates.append(item.alt_text[:300])
@@ -621,9 +621,7 @@ def _image_data_url(image: bytes, max_side: int) -> str:
 
 
 class _Retryable(Exception):
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
+    """The endpoint stayed unavailable through every retry: the item is left pending."""
 
 
 class _Rejected(Exception):
