@@ -65,6 +65,16 @@ def test_bbox_and_date_filters(index):
     assert len(search(index, "x", k=5, bbox=(0, 0, 1, 1))) == 0
 
 
+def test_date_filter_excludes_tiles_of_unknown_date(index):
+    from terrascribe.search.query import allowed_ids
+
+    fresh = SearchIndex(index.path)
+    fresh.tiles.loc[[0, 2], "date"] = None
+    ids = allowed_ids(fresh, None, (None, "2030-01-01"))
+    assert ids.tolist() == [i for i in range(len(fresh)) if i not in (0, 2)]
+    assert allowed_ids(fresh, None, ("2021-06-01", "2021-06-01")).tolist() == ids.tolist()
+
+
 def test_bad_queries(index):
     with pytest.raises(QueryError, match="exactly one"):
         search(index)

@@ -18,6 +18,7 @@ last, so an interrupted add leaves the previous index readable; embeddings are c
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import threading
 from collections.abc import Sequence
@@ -181,6 +182,14 @@ class SearchIndex:
         check_model(self.path, self.manifest, bundle)
         with self._model_lock:
             self._bundle = bundle
+
+    @functools.cached_property
+    def dates(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(known, dates)``: which tiles have a capture date, and the dates as a fixed-width
+        string array (``""`` where unknown); made once, as date filters compare them per query.
+        """
+        column = self.tiles["date"]
+        return column.notna().to_numpy(), column.fillna("").to_numpy().astype(str)
 
     def row(self, tile_id: int) -> dict[str, Any]:
         """The metadata of one tile as a plain dict (footprint as a shapely polygon)."""

@@ -263,11 +263,9 @@ def allowed_ids(
             & (t["south"].to_numpy() <= north)
         )
     if date_range is not None:
-        dates = t["date"]
-        known = dates.notna().to_numpy()
+        known, d = index.dates
         keep &= known  # a tile of unknown date cannot be said to fall in a range
         lo, hi = date_range
-        d = dates.fillna("").to_numpy().astype(str)
         if lo:
             keep &= d >= lo
         if hi:
