@@ -161,12 +161,11 @@ class WebItem(BaseModel):
         return self.model_dump(exclude_none=True)
 
 
-def _format_validation(err: ValidationError) -> str:
-    parts = []
-    for e in err.errors():
-        loc = ".".join(str(x) for x in e["loc"]) or "item"
-        parts.append(f"{loc}: {e['msg']}")
-    return "; ".join(parts)
+def format_validation(err: ValidationError, whole: str = "item") -> str:
+    """``"field: problem; ..."`` for a pydantic error (``whole`` names a model-level problem)."""
+    return "; ".join(
+        f"{'.'.join(str(x) for x in e['loc']) or whole}: {e['msg']}" for e in err.errors()
+    )
 
 
 def _raw_rows(path: Path) -> Iterable[tuple[str, Any]]:
@@ -229,7 +228,7 @@ def read_items(path: str | Path, *, max_errors: int = 20) -> list[WebItem]:
             try:
                 items.append(WebItem.model_validate(dict(row)))
             except ValidationError as err:
-                errors.append(f"{path} {where}: {_format_validation(err)}")
+                errors.append(f"{path} {where}: {format_validation(err)}")
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise ItemsError(f"{path}: cannot read item list ({err})") from None
     except Exception as err:  # pyarrow raises its own types for broken Parquet files

@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from terrascribe.records import normalise_captions
 from terrascribe.shards import atomic_write_text
-from terrascribe.sources.web import backoff_delay, parse_retry_after
+from terrascribe.sources.web import backoff_delay, format_validation, parse_retry_after
 
 PROMPTS_DIR = Path(__file__).parent / "data" / "llm_prompts"
 DEFAULT_PROMPT = "gaia-v1"
@@ -271,10 +271,9 @@ def parse_reply(content: str | None) -> CaptionSet:
     try:
         return CaptionSet.model_validate(data)
     except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(str(x) for x in e['loc']) or 'reply'}: {e['msg']}" for e in err.errors()
-        )
-        raise ValueError(f"the reply breaks the schema: {problems}") from None
+        raise ValueError(
+            f"the reply breaks the schema: {format_validation(err, 'reply')}"
+        ) from None
 
 
 # --------------------------------------------------------------------------------------------
