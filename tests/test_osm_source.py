@@ -295,6 +295,23 @@ def test_extract_writes_partitioned_geoparquet_and_resumes(tiny_osm: Path, tmp_p
         extract_osm(other, out, cell_deg=0.005, progress=False)
 
 
+def test_extract_progress_bar_on_stderr_and_rich_only_when_shown(tiny_osm: Path, tmp_path: Path):
+    code = (
+        "import sys; from terrascribe.sources.osm import extract_osm; "
+        "extract_osm(sys.argv[1], sys.argv[2], cell_deg=0.005, progress=sys.argv[3] == 'on'); "
+        "print('rich.progress' in sys.modules)"
+    )
+
+    def run(flag: str) -> subprocess.CompletedProcess:
+        out = str(tmp_path / f"features-{flag}")
+        args = [sys.executable, "-c", code, str(tiny_osm), out, flag]
+        return subprocess.run(args, capture_output=True, text=True, check=True)
+
+    quiet, shown = run("off"), run("on")
+    assert quiet.stdout.strip() == "False" and "extract OSM" not in quiet.stderr
+    assert shown.stdout.strip() == "True" and "extract OSM" in shown.stderr
+
+
 def test_cell_names():
     assert cell_name(24.94, 60.17, 1.0) == "E024N60"
     assert cell_name(-9.45, 38.85, 1.0) == "W010N38"

@@ -4,26 +4,36 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from functools import cache
+from typing import TYPE_CHECKING, TypeVar
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
 
 T = TypeVar("T")
 
-# Progress goes to stderr so that commands printing tables or JSON keep stdout clean.
-console = Console(stderr=True)
+
+@cache
+def _console() -> Console:
+    """The one console every bar shares, on stderr so stdout stays clean for tables and JSON."""
+    from rich.console import Console
+
+    return Console(stderr=True)
 
 
 def _progress() -> Progress:
+    # rich.progress takes ~80 ms to import: only a bar that is shown pays for it.
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -31,7 +41,7 @@ def _progress() -> Progress:
         TaskProgressColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        console=console,
+        console=_console(),
         transient=False,
     )
 

@@ -38,6 +38,7 @@ from shapely.geometry import LineString, shape
 from shapely.geometry.base import BaseGeometry
 
 from terrascribe.geo import GeoError, metric_size, metric_sizes, repair
+from terrascribe.progress import progress_bar
 
 if TYPE_CHECKING:
     from terrascribe.text.osm_tags import TagTable
@@ -932,7 +933,7 @@ def extract_osm(
             name = cells[grid] = cell_name(x, y, cell_deg)
         return name
 
-    with _progress(progress, "extract OSM") as advance, _gc_paused():
+    with progress_bar(None, "extract OSM", enabled=progress) as advance, _gc_paused():
         for batch in _feature_batches(source, keep=keep, keys=keys, index=index, stats=stats):
             columns, bounds = _feature_columns(batch)
             cx = ((bounds[:, 0] + bounds[:, 2]) / 2).tolist()
@@ -990,14 +991,6 @@ def _gc_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
-
-
-def _progress(enabled: bool, description: str) -> Any:
-    if not enabled:  # rich is only imported when a bar is shown
-        return contextlib.nullcontext(lambda _n=1: None)
-    from terrascribe.progress import progress_bar
-
-    return progress_bar(None, description)
 
 
 def _feature_batches(source: Path, *, batch_size: int = 4096, **options: Any) -> Iterator[_Columns]:
