@@ -351,6 +351,31 @@ def test_counting_skips_difficult_instances(tmp_path: Path) -> None:
     assert summary["categories"] == ["ship"]
 
 
+def test_counting_records_why_images_are_skipped(tmp_path: Path) -> None:
+    write_images(tmp_path / "images")
+    write_csv(tmp_path / "boxes.csv")  # a.png: one ship, one harbor; b.png: one ship
+    with open(tmp_path / "boxes.csv", "a") as f:
+        f.write("c.png,1,1,5,5,ship\n")  # corrupt image
+        f.write("d.png,1,1,5,5,ship\n")  # no image at all
+        f.write("e.png,10,10,500,20,ship\n")  # far outside its 32x32 image
+    (tmp_path / "images" / "c.png").write_bytes(b"\x89PNG broken")
+    Image.new("RGB", (32, 32)).save(tmp_path / "images" / "e.png")
+    summary = build_counting_benchmark(
+        tmp_path / "bench",
+        annotations=tmp_path / "boxes.csv",
+        images=tmp_path / "images",
+        format="csv",
+        progress=False,
+    )
+    assert summary["rows"] == 2
+    reasons = {s["item"]: s["reason"] for s in summary["skips"]}
+    assert reasons == {
+        "c.png": "corrupt image",
+        "d.png": "missing image",
+        "e.png": "bad annotation",
+    }
+
+
 # ---------------------------------------------------------------------------- real data
 
 

@@ -283,6 +283,80 @@ def _sample(
     )
 
 
+@dataclass(frozen=True)
+class AnnotatedImage:
+    """An image read from disk, its boxes checked against its real size.
+
+    Attributes:
+        path: The image file.
+        data: Its encoded bytes.
+        width, height: Its size in pixels (from the header).
+        ann: The annotations with that size set and every box clipped to the image.
+    """
+
+    path: Path
+    data: bytes
+    width: int
+    height: int
+    ann: ImageAnnotations
+
+
+def read_annotated_image(
+    images: str | Path,
+    ann: ImageAnnotations,
+    *,
+    tolerance: float | None = None,
+    image_path: Path | None = None,
+) -> AnnotatedImage | Skip:
+    """Read ``ann``'s image and check its boxes (see ``check_boxes``), or the reason not.
+
+    Args:
+        images: Image folder.
+        ann: The image's boxes (pixel coordinates of the full image).
+        tolerance: Out-of-image tolerance for boxes (``None``: the default).
+        image_path: The image file (default: resolved from ``ann.image_path`` in ``images``).
+
+    Returns:
+        The image, or a :class:`Skip` (``missing image``, ``corrupt image``, ``bad annotation``).
+    """
+    name = ann.image_path
+    path = image_path or resolve_image(images, name)
+    if path is None:
+        return Skip(name, "missing image", f"no file for {name!r} in {images}")
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        return Skip(name, "missing image", f"{path}: {err}")
+    try:
+        width, height = encoded_image_size(data, str(path))
+    except AnnotationError as err:
+        return Skip(name, "corrupt image", str(err))
+    try:
+        checked = check_boxes(ann, width, height, tolerance=tolerance)
+    except AnnotationError as err:
+        return Skip(name, "bad annotation", str(err))
+    return AnnotatedImage(path, data, width, height, checked)
+
+
+def scene_windows(
+    width: int, height: int, tile_size: int | None, overlap: int
+) -> list[tuple[int, ...]] | None:
+    """Tile windows for a scene larger than ``tile_size``; ``None`` keeps it whole."""
+    if not tile_size or (width <= tile_size and height <= tile_size):
+        return None
+    return tile_windows(width, height, tile_size, overlap)
+
+
+def decode_pixels(image: AnnotatedImage) -> np.ndarray | Skip:
+    """The image's RGB pixels (to cut tiles from), or a ``corrupt image`` skip."""
+    from terrascribe.images import ImageError, decode_rgb
+
+    try:
+        return np.asarray(decode_rgb(image.data, source=str(image.path)))
+    except ImageError as err:
+        return Skip(image.ann.image_path, "corrupt image", str(err))
+
+
 def image_samples(
     settings: CaptionSettings, ann: ImageAnnotations, image_path: Path | None = None
 ) -> Iterator[Sample | Skip]:
@@ -294,45 +368,37 @@ def image_samples(
         image_path: The image file (default: resolved from ``ann.image_path`` in
             ``settings.images``).
     """
-    name = ann.image_path
-    path = image_path or resolve_image(settings.images, name)
-    if path is None:
-        yield Skip(name, "missing image", f"no file for {name!r} in {settings.images}")
+    image = read_annotated_image(
+        settings.images, ann, tolerance=settings.tolerance, image_path=image_path
+    )
+    if isinstance(image, Skip):
+        yield image
         return
-    try:
-        data = path.read_bytes()
-        width, height = encoded_image_size(data, str(path))
-        ann = check_boxes(ann, width, height, tolerance=settings.tolerance)
-    except OSError as err:
-        yield Skip(name, "missing image", f"{path}: {err}")
-        return
-    except AnnotationError as err:
-        reason = "corrupt image" if "cannot read image" in str(err) else "bad annotation"
-        yield Skip(name, reason, str(err))
-        return
-    geo = _georef(path) if settings.georeference else _Georef(None, None)
+    name, ann, width, height = ann.image_path, image.ann, image.width, image.height
+    geo = _georef(image.path) if settings.georeference else _Georef(None, None)
     gsd_m = ann.gsd_m or geo.gsd_m or settings.gsd_m
     templates = load_templates(settings.templates)
     labels = dict(settings.label_names)
     objects = _objects(ann.boxes, labels, templates)
     base_key = make_key(settings.key_prefix, key_stem(name))
     extra = {"image": name, "image_size": [width, height], **dict(ann.extra)}
-    windows = (
-        tile_windows(width, height, settings.tile_size, settings.tile_overlap)
-        if settings.tile_size and (width > settings.tile_size or height > settings.tile_size)
-        else None
-    )
+    windows = scene_windows(width, height, settings.tile_size, settings.tile_overlap)
     if windows is None:
         yield _sample(
-            settings, base_key, data, objects, (width, height), gsd_m, geo.bounds, extra, [name]
+            settings,
+            base_key,
+            image.data,
+            objects,
+            (width, height),
+            gsd_m,
+            geo.bounds,
+            extra,
+            [name],
         )
         return
-    from terrascribe.images import ImageError, decode_rgb
-
-    try:
-        pixels = np.asarray(decode_rgb(data, source=str(path)))
-    except ImageError as err:
-        yield Skip(name, "corrupt image", str(err))
+    pixels = decode_pixels(image)
+    if isinstance(pixels, Skip):
+        yield pixels
         return
     boxes = [o.bbox_xyxy for o in objects]
     for window in windows:

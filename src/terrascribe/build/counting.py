@@ -24,15 +24,19 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from terrascribe.build.annotations import BuildError, encoded_image_size, key_stem, resolve_image
+from terrascribe.build.annotations import (
+    BuildError,
+    decode_pixels,
+    key_stem,
+    read_annotated_image,
+    scene_windows,
+)
 from terrascribe.images import ImageError, to_jpeg
 from terrascribe.progress import track
 from terrascribe.records import Skip, make_key
 from terrascribe.shards import atomic_write_bytes, atomic_write_text, dumps
 from terrascribe.sources.annotations import (
-    AnnotationError,
     ImageAnnotations,
-    check_boxes,
     read_boxes,
 )
 from terrascribe.text.boxes import (
@@ -41,7 +45,6 @@ from terrascribe.text.boxes import (
     derive_seed,
     load_templates,
     normalise_class,
-    tile_windows,
 )
 
 DEFAULT_CAPTION = "a satellite image of {objects}"
@@ -231,38 +234,28 @@ def _image_rows(
     tolerance: float | None,
 ) -> Iterator[Skip | tuple[str, Any, dict[str, int]]]:
     """Yield ``(stem, image bytes or array, {category: count})`` per qualifying image/tile."""
-    path = resolve_image(images, ann.image_path)
-    if path is None:
-        yield Skip(ann.image_path, "missing image", f"not found in {images}")
+    image = read_annotated_image(images, ann, tolerance=tolerance)
+    if isinstance(image, Skip):
+        yield image
         return
-    try:
-        data = path.read_bytes()
-        width, height = encoded_image_size(data, str(path))
-        ann = check_boxes(ann, width, height, tolerance=tolerance)
-    except (OSError, AnnotationError) as err:
-        yield Skip(ann.image_path, "bad annotation", str(err))
-        return
+    ann = image.ann
     labels = [normalise_class(names.get(b.label, b.label)) for b in ann.boxes]
     stem = make_key(key_stem(ann.image_path))
-    if not tile_size or (width <= tile_size and height <= tile_size):
+    windows = scene_windows(image.width, image.height, tile_size, tile_overlap)
+    if windows is None:
         entries = [(lbl, b.difficult, 1.0) for lbl, b in zip(labels, ann.boxes, strict=True)]
         counts = _filter(_eligible(entries, *count_range, ambiguous), wanted)
         if counts:
-            yield stem, data, counts
+            yield stem, image.data, counts
         else:
             yield Skip(ann.image_path, "no countable category", "")
         return
-    import numpy as np
-
-    from terrascribe.images import decode_rgb
-
-    try:
-        pixels = np.asarray(decode_rgb(data, source=str(path)))
-    except ImageError as err:
-        yield Skip(ann.image_path, "corrupt image", str(err))
+    pixels = decode_pixels(image)
+    if isinstance(pixels, Skip):
+        yield pixels
         return
     boxes = [b.xyxy for b in ann.boxes]
-    for window in tile_windows(width, height, tile_size, tile_overlap):
+    for window in windows:
         seen = clip_to_window(boxes, window, min_visibility=0.0)
         entries = [(labels[i], ann.boxes[i].difficult, visible) for i, _, visible in seen]
         counts = _filter(_eligible(entries, *count_range, ambiguous), wanted)
