@@ -286,6 +286,13 @@ def test_bad_key_stops_the_run_without_showing_the_key(llm: FakeLLM, tmp_path) -
     assert SECRET not in str(info.value)
 
 
+def test_unknown_model_stops_the_run(llm: FakeLLM, tmp_path) -> None:
+    llm.default = lambda body: Response('{"error": {"message": "no such model"}}', status=404)
+    with pytest.raises(LLMError, match=r"model 'vlm'.*404"):
+        make_captioner(llm, tmp_path).caption(items(1), progress=False)
+    assert len(llm.requests) == 1  # not retried
+
+
 def test_unreadable_image_is_skipped(llm: FakeLLM, tmp_path) -> None:
     def broken() -> bytes:
         raise OSError("disk on fire")
