@@ -30,7 +30,7 @@ import pandas as pd
 from terrascribe.curate.hashindex import HashIndex, hamming
 from terrascribe.curate.perceptual import check_kinds, hash_dataset, hash_folder
 from terrascribe.curate.views import open_dataset, write_report, write_subset, write_view
-from terrascribe.shards import Dataset, dumps
+from terrascribe.shards import Dataset, atomic_write_text, dumps
 
 KEEP_RULES = ("largest", "first")
 DEFAULT_MAX_DISTANCE = 1  # RemoteCLIP: Hamming distance < 2
@@ -200,8 +200,6 @@ def find_duplicates(
 
 def _write_clusters(out: Path, result: DedupResult) -> None:
     write_view(out / "dedup_clusters.parquet", result.clusters, meta=result.report["params"])
-    from terrascribe.shards import atomic_write_text
-
     atomic_write_text(
         out / "dedup_clusters.json",
         dumps({"params": result.report["params"], "clusters": result.cluster_list()}),
@@ -249,8 +247,11 @@ def dedup_dataset(
     result = find_duplicates(hashes, kinds=kinds, max_distance=max_distance, keep=keep, exact=exact)
     result.report["source"] = str(ds.path)
     if materialise:
-        kept_of = result.clusters.set_index("key")["kept_key"]
-        drops = {key: ("duplicate", f"duplicate of {kept_of[key]}") for key in result.removed}
+        removed = result.clusters.loc[~result.clusters["kept"]]
+        drops = {
+            key: ("duplicate", f"duplicate of {kept}")
+            for key, kept in zip(removed["key"], removed["kept_key"], strict=True)
+        }
         write_subset(
             ds,
             out,
