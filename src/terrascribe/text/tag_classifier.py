@@ -324,10 +324,10 @@ class TagClassifier:
 
     def save(self, path: str | Path) -> Path:
         """Write the classifier as JSON (atomically: a temporary file, then a rename)."""
+        from terrascribe.shards import atomic_write_text
+
         path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), sort_keys=True), encoding="utf-8")
-        tmp.replace(path)
+        atomic_write_text(path, json.dumps(self.to_dict(), sort_keys=True))
         return path
 
     @classmethod
