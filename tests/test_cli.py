@@ -62,3 +62,11 @@ def test_search_refuses_a_malformed_point_before_opening_the_index(tmp_path):
     result = runner.invoke(app, ["search", str(tmp_path / "no-index"), "--near", "10.5"])
     assert result.exit_code == 2
     assert "expected LON,LAT" in result.output
+
+
+def test_caption_stats_of_an_empty_caption_set_is_one_error_line(tmp_path):
+    path = tmp_path / "dataset_rsicd.json"
+    path.write_text('{"images": [], "dataset": "rsicd"}')
+    result = runner.invoke(app, ["build", "caption-stats", str(path)])
+    assert result.exit_code == 1
+    assert "no captioned images" in result.output

@@ -241,6 +241,8 @@ def caption_stats(
     from terrascribe.sources import caption_sets
 
     records = caption_sets.read(captions, format=format)
+    if not records:  # the dataset name below comes from a record
+        raise caption_sets.CaptionSetError(f"{captions}: no captioned images")
     typer.echo(json.dumps({"dataset": records[0].dataset, **caption_sets.summary(records)}))
 
 
