@@ -179,6 +179,9 @@ def test_fetcher_sends_user_agent_and_caches_on_disk(site: HTTPServer, tmp_path)
     assert first.content == b"<html>hi</html>" and not first.from_cache
     with fetcher(tmp_path) as f:
         second = f.get(site.url_for("/page"))
+        # A cached response is held to the caller's accepted types too.
+        with pytest.raises(FetchError, match="content type 'text/html'"):
+            f.get(site.url_for("/page"), accept=("image/",))
         assert f.requests == 0
     assert second.from_cache and second.content == first.content
     assert requests_to(site, "/page") == 1

@@ -518,9 +518,7 @@ class Fetcher:
     ) -> bytes:
         if response.status_code != 200:
             return b""
-        ctype = _media_type(response.headers)
-        if accept and not any(ctype.startswith(a) for a in accept):
-            raise FetchError(f"{url}: content type {ctype or 'missing'!r} is not {list(accept)}")
+        _check_type(url, _media_type(response.headers), accept)
         declared = response.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > max_bytes:
             raise FetchError(f"{url}: {int(declared)} bytes exceeds the limit of {max_bytes}")
@@ -549,9 +547,7 @@ class Fetcher:
         _check_http_url(url)
         cached = self._from_cache(url)
         if cached is not None:
-            ctype = cached.content_type
-            if accept and not any(ctype.startswith(a) for a in accept):
-                raise FetchError(f"{url}: content type {ctype!r} is not {list(accept)}")
+            _check_type(url, cached.content_type, accept)
             return cached
         current = url
         for _ in range(MAX_REDIRECTS + 1):
@@ -572,6 +568,12 @@ class Fetcher:
 
 def _media_type(headers: Mapping[str, str]) -> str:
     return headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def _check_type(url: str, ctype: str, accept: Sequence[str]) -> None:
+    """Refuse a media type outside the ``accept`` prefixes (empty accepts any)."""
+    if accept and not any(ctype.startswith(a) for a in accept):
+        raise FetchError(f"{url}: content type {ctype or 'missing'!r} is not {list(accept)}")
 
 
 def fetch_image(
