@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import osmium
@@ -49,13 +49,12 @@ class Coverage:
     main_features: Counter = field(default_factory=Counter)
 
     def add(self, other: Coverage) -> None:
-        for name in ("objects", "visible", "hidden", "fully_known", "tags", "exact"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.key_level += other.key_level
-        self.unknown += other.unknown
-        self.unknown_pairs.update(other.unknown_pairs)
-        self.unknown_on_invisible.update(other.unknown_on_invisible)
-        self.main_features.update(other.main_features)
+        for f in fields(self):  # ints add, Counters update
+            mine = getattr(self, f.name)
+            if isinstance(mine, Counter):
+                mine.update(getattr(other, f.name))
+            else:
+                setattr(self, f.name, mine + getattr(other, f.name))
 
 
 class TagCounter(osmium.SimpleHandler):
@@ -128,6 +127,21 @@ def _pct(part: int, whole: int) -> str:
     return f"{100 * part / whole:.1f}%" if whole else "-"
 
 
+def _row(name: str, s: Coverage, seconds: str) -> list[str]:
+    """One line of the summary table."""
+    return [
+        name,
+        f"{s.objects:,}",
+        _pct(s.visible, s.objects),
+        _pct(s.hidden, s.objects),
+        _pct(s.fully_known, s.objects),
+        _pct(s.exact, s.tags),
+        _pct(s.key_level, s.tags),
+        _pct(s.unknown, s.tags),
+        seconds,
+    ]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("files", nargs="*", type=Path, help="OSM .pbf/.osm files")
@@ -158,28 +172,8 @@ def main(argv: list[str] | None = None) -> None:
     for path in files:
         stats, seconds = measure(path, table)
         total.add(stats)
-        summary.add_row(
-            path.name,
-            f"{stats.objects:,}",
-            _pct(stats.visible, stats.objects),
-            _pct(stats.hidden, stats.objects),
-            _pct(stats.fully_known, stats.objects),
-            _pct(stats.exact, stats.tags),
-            _pct(stats.key_level, stats.tags),
-            _pct(stats.unknown, stats.tags),
-            f"{seconds:.2f}",
-        )
-    summary.add_row(
-        "all",
-        f"{total.objects:,}",
-        _pct(total.visible, total.objects),
-        _pct(total.hidden, total.objects),
-        _pct(total.fully_known, total.objects),
-        _pct(total.exact, total.tags),
-        _pct(total.key_level, total.tags),
-        _pct(total.unknown, total.tags),
-        "",
-    )
+        summary.add_row(*_row(path.name, stats, f"{seconds:.2f}"))
+    summary.add_row(*_row("all", total, ""))
     console.print(summary)
     for title, counter in (
         ("unresolved tags (all objects)", total.unknown_pairs),
