@@ -88,6 +88,7 @@ def class_text_embeddings(
     bundle: Any, classes: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES
 ) -> np.ndarray:
     """(C, D) zero-shot classifier: mean template embedding per class, L2-normalised."""
+    from terrascribe.evaluate.metrics import ensemble_class_embeddings
     from terrascribe.models.encode import encode_texts
 
     templates = list(templates) or ["{}"]
@@ -96,8 +97,7 @@ def class_text_embeddings(
             raise MapError(f"prompt template {t!r} has no '{{}}' for the class name")
     texts = [t.format(c) for c in classes for t in templates]
     emb = encode_texts(bundle, texts, progress=False).reshape(len(classes), len(templates), -1)
-    mean = emb.mean(axis=1)
-    return mean / np.linalg.norm(mean, axis=1, keepdims=True)
+    return ensemble_class_embeddings(emb)
 
 
 def _logit_scale(bundle: Any) -> float:
@@ -474,7 +474,8 @@ def write_preview(
 
     from terrascribe.shards import atomic_write_bytes
 
-    colours = np.array([*_colours(classes), (255, 255, 255)], np.uint8)
+    palette = _colours(classes)
+    colours = np.array([*palette, (255, 255, 255)], np.uint8)
     index = np.where(labels == NODATA_CLASS, len(classes), labels)
     rgb = colours[index]
     h, w = labels.shape
@@ -486,7 +487,7 @@ def write_preview(
         ax.set_title(title, fontsize=10)
     handles = [
         Patch(facecolor=np.array(c) / 255, edgecolor="k", label=n)
-        for n, c in zip(classes, _colours(classes), strict=True)
+        for n, c in zip(classes, palette, strict=True)
     ]
     ax.legend(
         handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False
