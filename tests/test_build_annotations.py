@@ -155,6 +155,39 @@ def test_tiling_large_scenes(tmp_path: Path) -> None:
     assert decode_rgb(last.image).size == (160, 160)
 
 
+def test_custom_templates_are_read_once_per_build(tmp_path: Path, monkeypatch) -> None:
+    import terrascribe.build.annotations as builder
+
+    data = json.loads(
+        (Path(__file__).parents[1] / "src/terrascribe/text/data/b2c_templates.json").read_text()
+    )
+    data["name"], data["version"] = "mine", "9"
+    (tmp_path / "t.json").write_text(json.dumps(data))
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (300, 200)).save(tmp_path / "images" / "scene.png")
+    (tmp_path / "boxes.csv").write_text(
+        "image_path,xmin,ymin,xmax,ymax,label\nscene.png,10,10,30,30,car\n"
+        "scene.png,250,150,290,190,car\n"
+    )
+    reads = []
+    load = builder.load_templates
+    monkeypatch.setattr(builder, "load_templates", lambda path: reads.append(path) or load(path))
+    info = build_boxes_dataset(
+        tmp_path / "ds",
+        annotations=tmp_path / "boxes.csv",
+        images=tmp_path / "images",
+        format="csv",
+        templates=tmp_path / "t.json",
+        tile_size=160,
+        keep_empty=True,
+        progress=False,
+    )
+    assert info["params"]["templates"] == "mine@9" and info["counts"]["samples"] == 4
+    samples = list(Dataset(tmp_path / "ds").samples(with_images=False))
+    assert {s.extra["b2c"]["templates"] for s in samples} == {"mine@9"}
+    assert reads == [str(tmp_path / "t.json")]  # not once per image and tile
+
+
 def test_masks_dataset_from_the_sample_region(sample_region, tmp_path: Path) -> None:
     info = build_masks_dataset(
         tmp_path / "ds",

@@ -42,6 +42,7 @@ from terrascribe.sources.annotations import (
 )
 from terrascribe.text.boxes import (
     B2COptions,
+    Templates,
     box_captions,
     clip_to_window,
     derive_seed,
@@ -112,13 +113,19 @@ class CaptionSettings:
     licence: str | None = None
     keep_empty: bool = False
 
+    @functools.cached_property
+    def b2c_templates(self) -> Templates:
+        """The template set, read once per settings object (a template file is not re-read for
+        every image and tile)."""
+        return load_templates(self.templates)
+
     def params(self) -> dict[str, Any]:
         """JSON form for ``dataset.json`` (and the resume fingerprint)."""
         return {
             "source": self.source,
             "key_prefix": self.key_prefix,
             "options": asdict(self.options),
-            "templates": load_templates(self.templates).tag,
+            "templates": self.b2c_templates.tag,
             "label_names": dict(self.label_names),
             "tile_size": self.tile_size,
             "tile_overlap": self.tile_overlap,
@@ -220,7 +227,7 @@ def _window_bounds(geo: _Georef, window: Sequence[int]) -> Bounds | None:
 
 
 def _objects(
-    boxes: Sequence[Box], label_names: Mapping[str, str], templates: Any
+    boxes: Sequence[Box], label_names: Mapping[str, str], templates: Templates
 ) -> list[ImageObject]:
     out = []
     for box in boxes:
@@ -250,7 +257,7 @@ def _sample(
 ) -> Sample | Skip:
     if not objects and not settings.keep_empty:
         return Skip(key, "no objects", "no annotated object (use keep_empty to keep it)")
-    templates = load_templates(settings.templates)
+    templates = settings.b2c_templates
     captions = box_captions(
         objects,
         size[0],
@@ -377,9 +384,8 @@ def image_samples(
     name, ann, width, height = ann.image_path, image.ann, image.width, image.height
     geo = _georef(image.path) if settings.georeference else _Georef(None, None)
     gsd_m = ann.gsd_m or geo.gsd_m or settings.gsd_m
-    templates = load_templates(settings.templates)
     labels = dict(settings.label_names)
-    objects = _objects(ann.boxes, labels, templates)
+    objects = _objects(ann.boxes, labels, settings.b2c_templates)
     base_key = make_key(settings.key_prefix, key_stem(name))
     extra = {"image": name, "image_size": [width, height], **dict(ann.extra)}
     windows = scene_windows(width, height, settings.tile_size, settings.tile_overlap)
