@@ -93,3 +93,25 @@ def test_generated_dataset_is_complete(tmp_path: Path) -> None:
     ds = make_dataset(tmp_path / "ds", 10, plant={1: ["reenc"]})
     assert len(ds) == 11
     assert set(ds.manifest()["key"]) >= {"img-001", "img-001-reenc"}
+
+
+def test_subset_jobs_group_drops_by_shard_and_refuse_unknown_keys(tmp_path: Path) -> None:
+    import pytest
+
+    from terrascribe.curate.views import subset_jobs, write_subset
+    from terrascribe.shards import DatasetError
+
+    ds = make_dataset(tmp_path / "ds", 6, shards=3)
+    drops = {"img-004": ("r", "b"), "img-000": ("r", "a"), "img-003": ("r", "c")}
+    jobs = subset_jobs(ds, drops)
+    assert [Path(p).name for p, _ in jobs] == [p.name for p in ds.shards]
+    # round robin: shard 0 holds img-000 and img-003, shard 1 img-004, shard 2 none
+    assert [d for _, d in jobs] == [
+        (("img-000", "r", "a"), ("img-003", "r", "c")),
+        (("img-004", "r", "b"),),
+        (),
+    ]
+    with pytest.raises(DatasetError, match="keys not in the dataset"):
+        subset_jobs(ds, {"nope": ("r", "x")})
+    with pytest.raises(DatasetError, match="new folder"):
+        write_subset(ds, ds.path, {}, builder="test", params={}, progress=False)
