@@ -327,3 +327,12 @@ def test_palette_file_errors(tmp_path: Path) -> None:
     (tmp_path / "q.json").write_text('{"ignore": []}')
     with pytest.raises(AnnotationError, match="neither 'labels' nor 'colours'"):
         load_palette(tmp_path / "q.json")
+    (tmp_path / "r.json").write_text("{broken")
+    with pytest.raises(AnnotationError, match=r"r\.json: invalid JSON"):
+        load_palette(tmp_path / "r.json")
+    (tmp_path / "classes.json").write_text("")
+    with pytest.raises(AnnotationError, match=r"classes\.json: empty file"):
+        class_map_palette(tmp_path / "classes.json")
+    (tmp_path / "classes.json").write_text('["building"]')
+    with pytest.raises(AnnotationError, match="class map must be a JSON object"):
+        class_map_palette(tmp_path / "classes.json")

@@ -213,6 +213,14 @@ def _read_text(path: Path, *, required: bool = False) -> str:
     return text
 
 
+def _read_json(path: Path) -> Any:
+    """The file's parsed JSON; an unreadable, empty or invalid file is an error naming it."""
+    try:
+        return json.loads(_read_text(path, required=True))
+    except json.JSONDecodeError as err:
+        raise _fail(path, f"invalid JSON ({err})") from None
+
+
 def _files(path: str | Path, suffixes: tuple[str, ...], what: str) -> list[Path]:
     """``path`` itself, or the matching files directly in folder ``path``, sorted."""
     path = Path(path)
@@ -259,11 +267,7 @@ def read_coco(path: str | Path) -> list[ImageAnnotations]:
     from pycocotools.coco import COCO
 
     path = Path(path)
-    text = _read_text(path, required=True)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise _fail(path, f"invalid JSON ({err})") from None
+    data = _read_json(path)
     if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
         raise _fail(path, "not a COCO detection file (needs 'images' and 'annotations')")
     coco = COCO()
@@ -696,10 +700,7 @@ def load_palette(name_or_path: str | Path) -> Palette:
         raise AnnotationError(
             f"unknown palette {name_or_path!r}: not one of {sorted(packaged)} and no such file"
         )
-    try:
-        data = json.loads(_read_text(path))
-    except json.JSONDecodeError as err:
-        raise _fail(path, f"invalid JSON ({err})") from None
+    data = _read_json(path)
     if not isinstance(data, dict):
         raise _fail(path, "palette must be a JSON object")
     return _palette_from_dict(path.stem, data, str(path))
@@ -713,10 +714,7 @@ def class_map_palette(class_map: Mapping[int | str, str] | str | Path) -> Palett
     source = "<class map>"
     if isinstance(class_map, str | Path):
         source = str(class_map)
-        try:
-            class_map = json.loads(_read_text(Path(class_map)))
-        except json.JSONDecodeError as err:
-            raise _fail(source, f"invalid JSON ({err})") from None
+        class_map = _read_json(Path(class_map))
         if not isinstance(class_map, dict):
             raise _fail(source, 'class map must be a JSON object {"1": "building", ...}')
     labels, ignore = {}, set()
