@@ -1034,7 +1034,10 @@ def read_parquet_features(
             (f("maxx") >= west) & (f("minx") <= east) & (f("maxy") >= south) & (f("miny") <= north)
         )
     for batch in dataset.to_batches(filter=expr):
-        for row in batch.to_pylist():
+        # WKB parsed for the whole batch: one call per object cost as much as the rest.
+        geoms = shapely.from_wkb(batch.column("geometry").to_numpy(zero_copy_only=False))
+        rows = batch.drop_columns(["geometry"]).to_pylist()
+        for row, geom in zip(rows, geoms.tolist(), strict=True):
             tags = dict(row["tags"] or [])
             if keep is not None and not keep(tags):
                 continue
@@ -1044,7 +1047,7 @@ def read_parquet_features(
                 version=row["version"],
                 timestamp=row["timestamp"],
                 tags=tags,
-                geometry=shapely.from_wkb(row["geometry"]),
+                geometry=geom,
                 area_m2=row["area_m2"],
                 length_m=row["length_m"],
                 width_m=row["width_m"],
