@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from terrascribe.cli import app
 from terrascribe.curate.views import write_view
 from terrascribe.shards import Dataset
-from tests.test_curate_helpers import make_dataset
+from tests.test_curate_helpers import make_dataset, make_samples
 
 
 def test_dedup_split_merge_and_errors(tmp_path: Path) -> None:
@@ -73,3 +73,29 @@ def test_filter_and_an_unknown_score_column(tmp_path: Path) -> None:
     )
     assert r.exit_code == 1
     assert "Error: no score column 'nope'; run" in r.output
+
+
+def test_contamination_counts_overlapping_keys_per_benchmark(tmp_path: Path) -> None:
+    make_dataset(tmp_path / "ds", 6)
+    samples = make_samples(6)
+    # An image benchmark holding copies of two training images; a caption set quoting a third.
+    (tmp_path / "bench" / "forest").mkdir(parents=True)
+    for i in (1, 4):
+        (tmp_path / "bench" / "forest" / f"{i}.jpg").write_bytes(samples[i].image)
+    captions = tmp_path / "dataset_rsicd.json"
+    sentences = [{"raw": samples[2].captions[1]}]
+    captions.write_text(
+        json.dumps({"images": [{"filename": "x.jpg", "split": "test", "sentences": sentences}]})
+    )
+    args = ["curate", "contamination", str(tmp_path / "ds")]
+    args += ["-b", f"imgs={tmp_path / 'bench'}", "-b", f"caps={captions}"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    # Table rows: benchmark, kind, images, captions, overlapping keys.
+    rows = {}
+    for line in r.output.splitlines():
+        cells = [c.strip() for c in line.split("│")[1:-1]]
+        if cells and cells[0] in ("imgs", "caps"):
+            rows[cells[0]] = cells
+    assert rows["imgs"][-1] == "2" and rows["caps"][-1] == "1"
+    assert "3 overlapping keys; record written to" in r.output
