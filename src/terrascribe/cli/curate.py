@@ -187,18 +187,9 @@ def contamination(
             max_distance=max_distance,
             workers=workers,
         )
-    counts = result.overlaps.groupby(["benchmark", "match"])["key"].nunique()
+    keys = result.overlaps.groupby("benchmark")["key"].nunique()
     rows = [
-        (
-            c["benchmark"],
-            c["kind"],
-            c["images"],
-            c["captions"],
-            int(
-                counts.get((c["benchmark"], "image"), 0)
-                + counts.get((c["benchmark"], "caption"), 0)
-            ),
-        )
+        (c["benchmark"], c["kind"], c["images"], c["captions"], int(keys.get(c["benchmark"], 0)))
         for c in result.record["checked_against"]
     ]
     _table("contamination", rows, ("benchmark", "kind", "images", "captions", "overlapping keys"))
