@@ -266,6 +266,19 @@ def test_geojson_features_merge_pieces_and_restore_truncated_keys(tmp_path: Path
     bad.write_text("{not json")
     with pytest.raises(OsmError, match=r"bad\.geojson: cannot read GeoJSON"):
         list(read_osm_geojson(bad))
+    # Features without a usable geometry are counted and skipped, never fatal.
+    broken = [
+        {"properties": {"@id": 1, "@type": "node", "natural": "tree"}, "geometry": None},
+        {
+            "properties": {"@id": 2, "@type": "way", "building": "yes"},
+            "geometry": {"type": "Polygon", "coordinates": "nonsense"},
+        },
+        features[2],
+    ]
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": broken}))
+    stats = ReadStats()
+    assert [o.ref for o in read_osm_geojson(path, stats=stats)] == ["n8"]
+    assert stats.dropped == {"bad geometry": 2} and stats.kept == {"node": 1}
     no_id = tmp_path / "noid.geojson"
     no_id.write_text(json.dumps({"type": "FeatureCollection", "features": [{"properties": {}}]}))
     with pytest.raises(OsmError, match="feature 0 has no '@type'"):

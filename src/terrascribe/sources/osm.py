@@ -712,9 +712,8 @@ def read_osm_geojson(
                 tags,
                 geom,
             )
-        except (GeoError, IndexError, KeyError, ValueError, TypeError) as err:
+        except (GeoError, IndexError, KeyError, ValueError, TypeError):
             stats.dropped["bad geometry"] += 1
-            del err
             continue
         stats.kept[osm_type] += 1
         yield obj
