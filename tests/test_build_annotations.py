@@ -221,6 +221,17 @@ def test_mask_pairing_and_errors(tmp_path: Path) -> None:
         "orphan.png": None,
         "top_potsdam_2_10_label.tif": "top_potsdam_2_10_RGB.tif",
     }
+    # masks beside their images: a mask never pairs with itself
+    (tmp_path / "both").mkdir()
+    for name in ("x.png", "x_label.png"):
+        Image.new("RGB", (8, 8)).save(tmp_path / "both" / name)
+    pairs = {m.name: (i.name if i else None) for m, i in pair_masks(*[tmp_path / "both"] * 2)}
+    assert pairs == {"x.png": None, "x_label.png": "x.png"}
+    with pytest.raises(BuildError, match="mask folder not found"):
+        pair_masks(tmp_path / "nope", tmp_path / "img")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BuildError, match="no mask files"):
+        pair_masks(tmp_path / "empty", tmp_path / "img")
     with pytest.raises(BuildError, match="exactly one of palette"):
         build_masks_dataset(tmp_path / "ds", masks=tmp_path / "masks", images=tmp_path / "img")
 

@@ -637,15 +637,12 @@ def pair_masks(masks: str | Path, images: str | Path) -> list[tuple[Path, Path |
     pairs = []
     for mask in files:
         stems = [mask.stem] + [mask.stem[: -len(s)] for s in MASK_SUFFIXES if mask.stem.endswith(s)]
-        image = None
-        for stem in stems:
-            for suffix in IMAGE_NAME_SUFFIXES:
-                image = find_image(Path(images), stem + suffix)
-                if image is not None and image.resolve() != mask.resolve():
-                    break
-                image = None
-            if image is not None:
-                break
+        found = (
+            find_image(Path(images), stem + suffix)
+            for stem in stems
+            for suffix in IMAGE_NAME_SUFFIXES
+        )
+        image = next((i for i in found if i is not None and i.resolve() != mask.resolve()), None)
         pairs.append((mask, image))
     return pairs
 
