@@ -81,7 +81,7 @@ def test_applies_to_names_keys_the_table_knows(table: TagTable) -> None:
             assert cond.partition("=")[0] in keys, f"{rule.tag}: applies_to {cond!r}"
 
 
-def test_feature_priority_exceeds_attribute_defaults(table: TagTable) -> None:
+def test_invisible_rules_have_no_priority(table: TagTable) -> None:
     # Hide rows and invisible rows never compete for "main feature".
     for rule in table.rules:
         if not rule.visible:
