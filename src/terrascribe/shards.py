@@ -263,14 +263,20 @@ def _manifest_row(sample: Sample, shard: str, jpeg: bytes, size: tuple[int, int]
     }
 
 
-def write_geoparquet(path: Path, table: pa.Table) -> None:
+def write_geoparquet(path: Path, table: pa.Table, geo: Mapping[str, Any] | None = None) -> None:
     """Write ``table`` as GeoParquet (WKB ``geometry`` in lon/lat, zstd), atomically.
 
     The manifest and every other table with a lon/lat ``geometry`` column (search indexes'
-    tile tables) go through here, so GeoPandas, DuckDB and QGIS read them all the same way.
+    tile tables, OSM feature parts) go through here, so GeoPandas, DuckDB and QGIS read them
+    all the same way.
+
+    Args:
+        path: Output file.
+        table: The table; its ``geometry`` column holds WKB.
+        geo: GeoParquet ``geo`` metadata (default: polygons, :data:`GEO_METADATA`).
     """
     table = table.replace_schema_metadata(
-        {**(table.schema.metadata or {}), b"geo": json.dumps(GEO_METADATA).encode()}
+        {**(table.schema.metadata or {}), b"geo": json.dumps(geo or GEO_METADATA).encode()}
     )
     buf = pa.BufferOutputStream()
     pq.write_table(table, buf, compression="zstd")

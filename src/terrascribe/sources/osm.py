@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import shapely
 from shapely.geometry import LineString, shape
 from shapely.geometry.base import BaseGeometry
@@ -825,19 +824,15 @@ def _feature_columns(batch: _Columns) -> tuple[list[list[Any]], np.ndarray]:
 
 
 def _write_part(path: Path, columns: list[list[Any]]) -> None:
-    from terrascribe.shards import atomic_write_bytes
+    from terrascribe.shards import write_geoparquet
 
     # Column by column: Table.from_pylist would import pandas (half a second) and go row-wise.
     arrays = [
         _tags_array(col) if f.name == "tags" else pa.array(col, type=f.type)
         for col, f in zip(columns, FEATURE_SCHEMA, strict=True)
     ]
-    table = pa.Table.from_arrays(arrays, schema=FEATURE_SCHEMA)
-    table = table.replace_schema_metadata({b"geo": json.dumps(_FEATURE_GEO).encode()})
-    buf = pa.BufferOutputStream()
-    pq.write_table(table, buf, compression="zstd")
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, buf.getvalue().to_pybytes())
+    write_geoparquet(path, pa.Table.from_arrays(arrays, schema=FEATURE_SCHEMA), geo=_FEATURE_GEO)
 
 
 def _tags_array(tags: list[dict[str, str]]) -> pa.MapArray:
