@@ -386,6 +386,15 @@ def test_overpass_client_refuses_answers_that_are_not_whole_osm(httpserver, tmp_
         client.download((9.98, 49.98, 10.01, 50.01), tmp_path / "area.osm")
     assert not (tmp_path / "area.osm").exists()
     assert not list((tmp_path / "cache").glob("*")), "a failed answer is never cached"
+    # An incomplete answer cached by an older version is fetched again, not served.
+    query = build_query((9.98, 49.98, 10.01, 50.01), None)
+    stale = client.cache_path(query)
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_text(timed_out)
+    httpserver.clear()
+    httpserver.expect_request("/api/interpreter").respond_with_data(TINY_OSM)
+    assert client.fetch(query) == TINY_OSM.encode()
+    assert len(httpserver.log) == 1 and stale.read_text() == TINY_OSM
 
 
 def test_overpass_client_retries_connection_errors(tmp_path: Path):

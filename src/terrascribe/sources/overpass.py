@@ -63,6 +63,16 @@ def build_query(
     return f"{settings};\n({body});\n(._;>;);\nout meta;"
 
 
+def _stopped_by(answer: bytes) -> str | None:
+    """Why the server stopped the query midway (its ``<remark>``), or None for a whole answer.
+
+    Overpass still answers HTTP 200 with well-formed XML when a query times out or runs out of
+    memory: only this remark tells the answer apart from a complete one.
+    """
+    found = _RUNTIME_ERROR.search(answer)
+    return found.group(1).decode(errors="replace") if found is not None else None
+
+
 class OverpassClient:
     """Fetch Overpass answers with an on-disk cache and retries with exponential backoff.
 
@@ -111,7 +121,10 @@ class OverpassClient:
 
         cached = self.cache_path(query)
         if cached is not None and cached.exists():
-            return cached.read_bytes()
+            content = cached.read_bytes()
+            if _stopped_by(content) is None:  # caches from older versions may hold one
+                return content
+            cached.unlink()
         last = "no attempt made"
         wait = self.backoff_s
         for attempt in range(self.retries + 1):
@@ -138,12 +151,11 @@ class OverpassClient:
             content = response.content
             if b"<osm" not in content[:2000]:
                 raise OverpassError(f"{self.endpoint}: answer is not OSM XML: {content[:200]!r}")
-            stopped = _RUNTIME_ERROR.search(content)
+            stopped = _stopped_by(content)
             if stopped is not None:
                 raise OverpassError(
                     f"{self.endpoint}: the answer is incomplete, the server stopped the query "
-                    f"({stopped.group(1).decode(errors='replace')}); ask for a smaller box or "
-                    "fewer keys"
+                    f"({stopped}); ask for a smaller box or fewer keys"
                 )
             if cached is not None:
                 from terrascribe.shards import atomic_write_bytes
