@@ -196,7 +196,7 @@ def osm_tags(
     from rich.console import Console
     from rich.table import Table
 
-    from terrascribe.text.osm_tags import TagTable
+    from terrascribe.text.osm_tags import TagTable, table_meta_path
     from terrascribe.text.tag_classifier import (
         HashedNgramEmbedder,
         evaluate_tag_classifier,
@@ -228,7 +228,7 @@ def osm_tags(
         "extended_from": base.version,
         "embedding": held_out["embedding"],
     }
-    atomic_write_text(out.with_name(out.name.removesuffix(".csv") + ".meta.json"), dumps(meta))
+    atomic_write_text(table_meta_path(out), dumps(meta))
     view = Table(title="unseen tags (predicted rows are marked source=classifier: review them)")
     for column in ("tag", "from", "visible", "max GSD (m)", "phrase"):
         view.add_column(column)

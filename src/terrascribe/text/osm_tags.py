@@ -63,6 +63,12 @@ _KNOWN_PLACEHOLDERS = {"n", "s", "colour"}
 _MAX_COUNT_IN_VALUE = 20
 
 
+def table_meta_path(path: str | Path) -> Path:
+    """The ``<stem>.meta.json`` beside a tag table CSV, holding its ``version`` (and provenance)."""
+    path = Path(path)
+    return path.with_name(path.name.removesuffix(".csv") + ".meta.json")
+
+
 class TagTableError(ValueError):
     """A tag table file is malformed; the message names the file, the line and the problem."""
 
@@ -395,7 +401,7 @@ class TagTable:
         except UnicodeDecodeError as exc:
             raise TagTableError(f"{path}: not UTF-8 text ({exc.reason})") from None
         version = "unversioned"
-        meta_path = path.with_name(path.name.removesuffix(".csv") + ".meta.json")
+        meta_path = table_meta_path(path)
         if meta_path.exists():
             try:
                 version = str(json.loads(meta_path.read_text(encoding="utf-8"))["version"])
