@@ -466,6 +466,19 @@ def test_blank_bound_never_passes_a_blank_tile(std):
     assert not _surely_not_blank(flat, 2.0) and flat.std() >= 2.0
 
 
+@pytest.mark.parametrize("shape", [(1, 5, 3), (17, 33, 3), (300, 301, 3)])
+@pytest.mark.parametrize("std", [1.0, 2.0, 3.0, 30.0])
+def test_blank_bound_is_numpys_std_of_the_top_rows(shape, std):
+    from terrascribe.build.osm import _surely_not_blank
+
+    rng = np.random.default_rng(2)
+    rgb = np.clip(rng.normal(128, std, shape).round(), 0, 255).astype(np.uint8)
+    rows = max(shape[0] // 16, 1)
+    bound = float(rgb[:rows].std()) * (rows / shape[0]) ** 0.5
+    if abs(bound - 2.0) > 1e-3:  # OpenCV's std may differ from numpy's in the last bits
+        assert _surely_not_blank(rgb, 2.0) == (bound >= 2.0)
+
+
 @pytest.mark.parametrize("n", [0, 1, 7, 9, 10, 11, 1818, 2001])
 @pytest.mark.parametrize("most", [1, 3, 10, 1000])
 def test_even_chunks_keep_order_and_bound_and_balance(n, most):

@@ -136,6 +136,7 @@ def test_nodata_and_16_bit_rasters(tmp_path: Path):
     tile = src.read((ORIGIN[0], ORIGIN[1] - 100, ORIGIN[0] + 100, ORIGIN[1]), (100, 100))
     assert tile.rgb.dtype == np.uint8
     assert tile.valid_fraction == pytest.approx(0.5, abs=0.01)
+    assert not tile.all_valid  # a raster with nodata: checks must count the mask
     assert tile.rgb[tile.valid].max() > 200  # stretched to use the 8-bit range
 
 
@@ -150,7 +151,7 @@ def test_folder_of_rasters_and_pickling(tmp_path: Path):
     first.read((ORIGIN[0], ORIGIN[1] - 10, ORIGIN[0] + 10, ORIGIN[1]), (20, 20))
     clone = pickle.loads(pickle.dumps(first))  # open GDAL handles are not pickled
     tile = clone.read((ORIGIN[0], ORIGIN[1] - 10, ORIGIN[0] + 10, ORIGIN[1]), (20, 20))
-    assert tile.valid.all()
+    assert tile.valid.all() and tile.all_valid  # no nodata, no mask: known valid
 
 
 # --- XYZ tiles ------------------------------------------------------------------------------

@@ -57,12 +57,15 @@ class Tile:
         valid: ``(H, W)`` bool mask, false where the source has no data.
         bounds: ``(left, bottom, right, top)`` in ``crs``.
         crs: CRS of the tile grid.
+        all_valid: True when the reader knows every pixel has data (``valid`` is all true),
+            so checks need not count it.
     """
 
     rgb: np.ndarray
     valid: np.ndarray
     bounds: tuple[float, float, float, float]
     crs: CRS
+    all_valid: bool = False
 
     @property
     def valid_fraction(self) -> float:
@@ -278,10 +281,11 @@ class RasterSource(ImagerySource):
                 out=interleaved.transpose(2, 0, 1),
                 resampling=resampling,
             )
+            all_valid = not self._has_mask
             valid = (
-                ds.dataset_mask(window=window, out_shape=(height, width)) > 0
-                if self._has_mask
-                else np.ones((height, width), bool)
+                np.ones((height, width), bool)
+                if all_valid
+                else ds.dataset_mask(window=window, out_shape=(height, width)) > 0
             )
         else:
             transform = from_bounds(*bounds, width, height)
@@ -298,10 +302,11 @@ class RasterSource(ImagerySource):
             ) as vrt:
                 data = vrt.read(self.bands)
                 valid = vrt.dataset_mask() > 0
+                all_valid = False
         if data.shape[0] == 1:
             data = np.repeat(data, 3, axis=0)
         rgb = _to_uint8(np.moveaxis(data, 0, -1), self.value_range)
-        return Tile(np.ascontiguousarray(rgb), valid, tuple(bounds), dst_crs)
+        return Tile(np.ascontiguousarray(rgb), valid, tuple(bounds), dst_crs, all_valid)
 
 
 # One open dataset per raster and process: build jobs unpickle their own copy of a source, and
