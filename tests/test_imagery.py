@@ -140,6 +140,36 @@ def test_nodata_and_16_bit_rasters(tmp_path: Path):
     assert tile.rgb[tile.valid].max() > 200  # stretched to use the 8-bit range
 
 
+def test_snap_puts_native_resolution_tiles_on_the_pixel_grid(tmp_path: Path):
+    src = RasterSource(write_geotiff(tmp_path / "a.tif"))
+    # 50 px at 0.5 m, 0.6 px right of column 20 and 0.4 px below row 70
+    left, top = ORIGIN[0] + 10.3, ORIGIN[1] - 35.2
+    snapped = src.snap((left, top - 25.0, left + 25.0, top), (50, 50))
+    assert snapped == (ORIGIN[0] + 10.5, ORIGIN[1] - 60.0, ORIGIN[0] + 35.5, ORIGIN[1] - 35.0)
+    tile = src.read(snapped, (50, 50))
+    # the raster's own pixels (they encode their row and column), not a resampling of them
+    rows, cols = np.mgrid[70:120, 21:71]
+    assert np.array_equal(tile.rgb[..., 0], rows % 256)
+    assert np.array_equal(tile.rgb[..., 1], cols % 256)
+    # reads at another resolution or in another CRS keep their bounds
+    coarse = (left, top - 25.0, left + 25.0, top)
+    assert src.snap(coarse, (25, 25)) == coarse
+    assert src.snap(coarse, (50, 50), "EPSG:3857") == coarse
+
+
+def test_windows_off_the_grid_by_rounding_error_are_read_as_whole_pixels():
+    from rasterio.windows import Window
+
+    from terrascribe.sources.imagery import _on_grid
+
+    # what float arithmetic leaves of bounds computed from the grid: read without resampling
+    assert _on_grid(Window(20.9999999999, 70.0000000001, 50.0000000002, 49.9999999997)) == Window(
+        21, 70, 50, 50
+    )
+    off = Window(20.6, 70.0, 50.0, 50.0)  # really between pixels: left to GDAL's resampling
+    assert _on_grid(off) is off
+
+
 def test_folder_of_rasters_and_pickling(tmp_path: Path):
     (tmp_path / "imgs" / "sub").mkdir(parents=True)
     write_geotiff(tmp_path / "imgs" / "a.tif")

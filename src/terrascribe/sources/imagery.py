@@ -115,6 +115,26 @@ class ImagerySource(ABC):
     ) -> Tile:
         """Read ``bounds`` (in ``crs``, default :attr:`crs`) resampled to ``(width, height)``."""
 
+    def snap(
+        self,
+        bounds: tuple[float, float, float, float],
+        size_px: tuple[int, int],
+        crs: CRS | str | None = None,
+    ) -> tuple[float, float, float, float]:
+        """``bounds`` moved onto the source's own pixel grid when a read of them would use it.
+
+        A tile read at the native resolution but a fraction of a pixel off the grid costs a
+        resampling of every pixel (and blurs the image) to shift it by less than a pixel.
+        Sources whose reads can be plain copies of their pixels override this; the default
+        leaves ``bounds`` as they are.
+
+        Args:
+            bounds: ``(left, bottom, right, top)`` in ``crs`` (default :attr:`crs`).
+            size_px: The ``(width, height)`` the bounds will be read at.
+            crs: CRS of ``bounds``.
+        """
+        return bounds
+
     def tile_crs(self, lon: float, lat: float) -> CRS:
         """A metric CRS for a tile at ``(lon, lat)``: the native one if projected, else UTM."""
         return self.crs if self.crs.is_projected else utm_crs(lon, lat)
@@ -242,6 +262,29 @@ class RasterSource(ImagerySource):
     def crs(self) -> CRS:
         return self._crs
 
+    def snap(
+        self,
+        bounds: tuple[float, float, float, float],
+        size_px: tuple[int, int],
+        crs: CRS | str | None = None,
+    ) -> tuple[float, float, float, float]:
+        a, b, c, d, e, f = self._transform
+        width, height = size_px
+        left, bottom, right, top = bounds
+        same_grid = (
+            (crs is None or as_crs(crs).equals(self._crs))
+            and b == 0
+            and d == 0
+            and e < 0 < a
+            and abs((right - left) / (width * a) - 1) < _SNAP_TOLERANCE
+            and abs((bottom - top) / (height * e) - 1) < _SNAP_TOLERANCE
+        )
+        if not same_grid:
+            return bounds
+        col, row = round((left - c) / a), round((top - f) / e)
+        left, top = c + col * a, f + row * e
+        return (left, top + height * e, left + width * a, top)
+
     def read(
         self,
         bounds: tuple[float, float, float, float],
@@ -271,7 +314,7 @@ class RasterSource(ImagerySource):
             and row1 <= self._shape[1]
         )
         if inside:  # plain windowed read: the fast path for same-CRS tiles fully inside
-            window = Window(col0, row0, col1 - col0, row1 - row0)
+            window = _on_grid(Window(col0, row0, col1 - col0, row1 - row0))
             # GDAL writes the bands pixel-interleaved into (H, W, bands) memory: no transposing
             # copy afterwards (a third of the read's cost), and GDAL does it without the GIL.
             interleaved = np.empty((height, width, len(self.bands)), ds.dtypes[self.bands[0] - 1])
@@ -307,6 +350,24 @@ class RasterSource(ImagerySource):
             data = np.repeat(data, 3, axis=0)
         rgb = _to_uint8(np.moveaxis(data, 0, -1), self.value_range)
         return Tile(np.ascontiguousarray(rgb), valid, tuple(bounds), dst_crs, all_valid)
+
+
+# A tile whose pixels are within this fraction of the raster's is read on the raster's grid
+# (see ImagerySource.snap): 0.1% of a pixel per pixel, a quarter pixel across 256 pixels.
+_SNAP_TOLERANCE = 1e-3
+
+
+def _on_grid(window: Any) -> Any:
+    """``window`` with whole-pixel offsets and sizes when it is that up to rounding error.
+
+    Bounds snapped to the grid come back as ``1076.9999999998`` after the float arithmetic;
+    GDAL would resample such a window (6x the cost of a plain copy) to move it by nothing.
+    """
+    values = (window.col_off, window.row_off, window.width, window.height)
+    rounded = [round(v) for v in values]
+    if all(abs(v - r) < 1e-6 for v, r in zip(values, rounded, strict=True)):
+        return type(window)(*rounded)
+    return window
 
 
 # One open dataset per raster and process: build jobs unpickle their own copy of a source, and
