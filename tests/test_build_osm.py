@@ -155,6 +155,12 @@ def test_builds_captioned_tiles_with_objects_in_pixel_space(scene, tmp_path: Pat
     # The road tile is centred on one of its nodes, the tree on itself.
     assert samples["n9"].extra["osm"]["kind"] == "point"
     assert samples["w14"].extra["osm"]["kind"] == "line"
+    # At the native GSD, tiles lie on the raster's pixel grid: their reads copy pixels.
+    for sample in samples.values():
+        left, _, _, top = sample.bounds.native
+        col, row = (left - ORIGIN[0]) / 0.5, (ORIGIN[1] - top) / 0.5
+        assert col == pytest.approx(round(col), abs=1e-6)
+        assert row == pytest.approx(round(row), abs=1e-6)
 
 
 def test_skips_are_recorded_with_reasons(scene, tmp_path: Path):

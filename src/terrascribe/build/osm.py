@@ -40,7 +40,7 @@ import numpy as np
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from terrascribe.geo import WGS84, pixel_transform, transform_geometry, transformer
+from terrascribe.geo import WGS84, pixel_transform, transformer
 from terrascribe.records import Bounds, ImageObject, Sample, Skip, make_key, normalise_captions
 from terrascribe.sources.imagery import ImagerySource, Tile, open_imagery, tile_bounds
 from terrascribe.sources.osm import (
@@ -303,8 +303,8 @@ def _ref_sort(ref: str) -> tuple[str, int]:
 def make_osm_items(job: OsmJob) -> Iterator[Sample | Skip]:
     """Turn one job into samples (and skips). Module-level, so workers and Ray can pickle it.
 
-    Tile reads run on a background thread, a few objects ahead of the rest of the work (the
-    imagery read releases the GIL); items still come out in the job's order.
+    Tiles are read on a background thread, a batch of objects ahead of the rest of the work
+    (the imagery read releases the GIL); items still come out in the job's order.
     """
     yield from job.skips
     if job.source is None or not job.refs:
@@ -312,52 +312,68 @@ def make_osm_items(job: OsmJob) -> Iterator[Sample | Skip]:
     table = _load_table(job.table_path)
     source = job.source
     context = _context(job.features, source)
-    pending: deque[tuple[str, Skip | tuple[OsmObject, _Placement, Future]]] = deque()
 
-    def finish(ref: str, started: Skip | tuple[OsmObject, _Placement, Future]) -> Sample | Skip:
-        if isinstance(started, Skip):
-            return started
-        obj, placement, reading = started
+    def finish(ref: str, placed: Skip | _Placement, read: Tile | Exception | None) -> Sample | Skip:
+        if isinstance(placed, Skip):
+            return placed
         try:
-            rgb = _checked_pixels(reading.result(), job.tiles)
-            return _make_sample(obj, placement, rgb, context, source, table, job)
+            if isinstance(read, Exception):
+                raise read
+            rgb = _checked_pixels(read, job.tiles)
+            return _make_sample(placed, rgb, context, source, table, job)
         except Exception as err:  # one bad object (read error, odd geometry) must not stop a shard
             return _skip_for(ref, err)
 
-    # One reader thread: a source's dataset handle is never used by two threads at once.
+    # One reader thread: a source's dataset handle is never used by two threads at once. It
+    # reads a batch per task: a hand-over of the GIL per tile costs more than a cheap read.
+    pending: deque[tuple[list[str], list[Skip | _Placement], Future]] = deque()
     with ThreadPoolExecutor(1, thread_name_prefix="tile-read") as reader:
-        for ref in job.refs:
-            pending.append((ref, _start_tile(ref, context, source, job, reader)))
-            if len(pending) > _READ_AHEAD:
-                yield finish(*pending.popleft())
+        for start in range(0, len(job.refs), _READ_BATCH):
+            refs = job.refs[start : start + _READ_BATCH]
+            placed = [_place(ref, context, source, job) for ref in refs]
+            pending.append((refs, placed, reader.submit(_read_tiles, source, placed)))
+            if len(pending) > 1:
+                batch = pending.popleft()
+                yield from map(finish, batch[0], batch[1], batch[2].result())
         while pending:
-            yield finish(*pending.popleft())
+            batch = pending.popleft()
+            yield from map(finish, batch[0], batch[1], batch[2].result())
 
 
-# Tiles read ahead of the one being captioned: enough to keep the reader busy, few enough that
-# the images held in memory stay small.
-_READ_AHEAD = 4
+# Tiles read per reader task: one batch is read while the one before it is captioned; two
+# batches of the largest tiles (512 px) hold 12 MB of pixels.
+_READ_BATCH = 8
 
 
-def _start_tile(
-    ref: str, context: _Context, source: ImagerySource, job: OsmJob, reader: ThreadPoolExecutor
-) -> Skip | tuple[OsmObject, _Placement, Future]:
-    """Place ``ref``'s tile and start reading it, or say why it is skipped."""
+def _place(ref: str, context: _Context, source: ImagerySource, job: OsmJob) -> Skip | _Placement:
+    """Where ``ref``'s tile lies, or why it is skipped."""
     obj = context.by_ref.get(ref)
     if obj is None:
         return Skip(ref, "object missing from extract", job.features)
     try:
-        placement = _place_tile(obj, source, job)
+        return _place_tile(obj, source, job)
     except Exception as err:
         return _skip_for(ref, err)
-    out_px = placement.out_px
-    # Only the read runs on the reader thread: each further step there (numpy checks release
-    # and retake the GIL) would wait for the busy main thread to let go of the GIL.
-    return (
-        obj,
-        placement,
-        reader.submit(source.read, placement.bounds, (out_px, out_px), placement.crs),
-    )
+
+
+def _read_tiles(
+    source: ImagerySource, placed: list[Skip | _Placement]
+) -> list[Tile | Exception | None]:
+    """Read every placed tile (on the reader thread); a failed read is returned, not raised.
+
+    Only reads run here: each further step (numpy checks release and retake the GIL) would
+    wait for the busy main thread to let go of the GIL.
+    """
+    tiles: list[Tile | Exception | None] = []
+    for p in placed:
+        if isinstance(p, Skip):
+            tiles.append(None)
+            continue
+        try:
+            tiles.append(source.read(p.bounds, (p.out_px, p.out_px), p.crs))
+        except Exception as err:
+            tiles.append(err)
+    return tiles
 
 
 _POINT, _LINE, _POLYGON = 0, 1, 2
@@ -374,13 +390,15 @@ class _Context:
     kinds: np.ndarray  # _POINT, _LINE or _POLYGON
     areas: np.ndarray  # in square degrees (lon/lat)
     refs: list[str]
-    sort_keys: list[tuple[str, int]]  # _ref_sort of each ref
     tags: list[dict[str, str]]  # tags as str -> str (what ImageObject stores)
     native: dict[str, tuple[np.ndarray, shapely.STRtree]] = field(default_factory=dict)
     labels: dict[tuple[int, float], tuple[str, TagRule | None]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, objects: list[OsmObject]) -> _Context:
+        # In ref order (nodes, then ways, then relations, by id), so that a tile's objects,
+        # taken in index order, are already in the order samples list them.
+        objects = sorted(objects, key=lambda o: _ref_sort(o.ref))
         geoms = np.empty(len(objects), dtype=object)
         geoms[:] = [o.geometry for o in objects]
         refs = [o.ref for o in objects]
@@ -391,7 +409,6 @@ class _Context:
             np.array([_KIND_CODE[o.kind] for o in objects], dtype=np.int8),
             shapely.area(geoms),
             refs,
-            [_ref_sort(r) for r in refs],
             [{str(k): str(v) for k, v in o.tags.items()} for o in objects],
         )
 
@@ -509,6 +526,7 @@ def _tile_geometry(
 class _Placement:
     """Where an object's tile lies, and the object's random generator (captions draw from it)."""
 
+    obj: OsmObject
     rng: np.random.Generator
     side: int
     offset: tuple[float, float]
@@ -525,7 +543,10 @@ def _place_tile(obj: OsmObject, source: ImagerySource, job: OsmJob) -> _Placemen
     lon, lat, side, gsd, offset = _tile_geometry(obj, gsd, opts, rng)
     bounds, crs = tile_bounds(source, lon, lat, (side, side), gsd, offset)
     out_px = opts.out_size_px or side
-    return _Placement(rng, side, offset, bounds, crs, out_px, gsd * side / out_px)
+    # At the native resolution the tile moves (by under half a pixel) onto the imagery's pixel
+    # grid, so its read is a copy of pixels rather than a resampling of them.
+    bounds = source.snap(bounds, (out_px, out_px), crs)
+    return _Placement(obj, rng, side, offset, bounds, crs, out_px, gsd * side / out_px)
 
 
 def _checked_pixels(tile: Tile, opts: TileOptions) -> np.ndarray:
@@ -546,7 +567,6 @@ def _checked_pixels(tile: Tile, opts: TileOptions) -> np.ndarray:
 
 
 def _make_sample(
-    obj: OsmObject,
     placement: _Placement,
     rgb: np.ndarray,
     context: _Context,
@@ -556,7 +576,7 @@ def _make_sample(
 ) -> Sample:
     from terrascribe.text import osm_captions
 
-    rng, side, offset = placement.rng, placement.side, placement.offset
+    obj, rng, side, offset = placement.obj, placement.rng, placement.side, placement.offset
     bounds, crs, out_px, out_gsd = (
         placement.bounds,
         placement.crs,
@@ -568,15 +588,16 @@ def _make_sample(
     hits = np.sort(tree.query(tile_box, predicate="intersects"))
     to_px = pixel_transform(bounds, (out_px, out_px))
     in_tile = _image_objects(context, native, hits, to_px, out_px, table, out_gsd, job.tiles)
-    refs, sort_keys = context.refs, context.sort_keys
-    in_tile.sort(key=lambda pair: (refs[pair[0]] != obj.ref, sort_keys[pair[0]]))
-    if not in_tile or refs[in_tile[0][0]] != obj.ref:
+    # The focus first, then the others in ref order (the context's order).
+    refs = context.refs
+    at = next((k for k, (i, _, _) in enumerate(in_tile) if refs[i] == obj.ref), None)
+    if at is None:
         raise _SkipTile("object not in tile", "the focus object does not reach the tile")
+    in_tile.insert(0, in_tile.pop(at))
     focus_io = in_tile[0][1]
     objects = context.objects
     # The other objects that show at this GSD, each with its main rule (its kind in captions).
-    labelled = ((i, io, context.label(i, table, out_gsd)[1]) for i, io in in_tile[1:])
-    others = [(objects[i], io, kind) for i, io, kind in labelled if kind is not None]
+    others = [(objects[i], io, kind) for i, io, kind in in_tile[1:] if kind is not None]
     focus_t = osm_captions.TileObject(obj.tags, focus_io.bbox_xyxy, obj.area_m2, obj.length_m)
     other_t = [
         osm_captions.TileObject(o.tags, io.bbox_xyxy, o.area_m2, o.length_m) for o, io, _ in others
@@ -595,10 +616,8 @@ def _make_sample(
     captions = normalise_captions([styles[s] for s in CAPTION_STYLES if styles.get(s)])
     if not captions:
         raise _SkipTile("no caption", "no visible tag could be put into words")
-    tile_lonlat = transform_geometry(
-        tile_box.segmentize(max(tile_box.length / 40, 1e-9)), crs, WGS84
-    )
-    west, south, east, north = tile_lonlat.bounds
+    # Edges densified: a projected tile's outline is curved in lon/lat.
+    west, south, east, north = transformer(crs, WGS84).transform_bounds(*bounds, densify_pts=9)
     history = job.history_flags.get(obj.ref)
     extra: dict[str, Any] = {
         "caption_styles": styles,
@@ -631,7 +650,7 @@ def _make_sample(
         gsd_m=round(out_gsd, 6),
         capture_date=source.capture_date,
         sensor=source.sensor,
-        objects=[io for _, io in in_tile],
+        objects=[io for _, io, _ in in_tile],
         licence=licence,
         extra=extra,
     )
@@ -676,15 +695,16 @@ def _image_objects(
     table: TagTable,
     gsd: float,
     opts: TileOptions,
-) -> list[tuple[int, ImageObject]]:
+) -> list[tuple[int, ImageObject, TagRule | None]]:
     """The tile's OSM objects in pixel space (box, clipped outline, tags), in ``hits`` order.
 
     ``native`` holds every context object's geometry in the tile's CRS. Returns
-    ``(object index in context, ImageObject)`` pairs. Lines and polygons are clipped to
-    the image (GEOS rectangle clipping); points outside it are left out. Polygons keeping less
-    than ``context_min_fraction`` of their area in the image are left out too, unless they cover
-    the whole image. Geometry work runs on all candidates at once and the values are checked in
-    bulk here, so the objects are made without ``ImageObject``'s per-field checks.
+    ``(object index in context, ImageObject, main visible rule or None)`` triples. Lines and
+    polygons are clipped to the image (GEOS rectangle clipping); points outside it are left out.
+    Polygons keeping less than ``context_min_fraction`` of their area in the image are left out
+    too, unless they cover the whole image. Geometry work runs on all candidates at once and
+    the values are checked in bulk here, so the objects are made without ``ImageObject``'s
+    per-field checks.
     """
     kinds = context.kinds[hits]
     px = shapely.transform(native[hits], to_px)
@@ -710,13 +730,12 @@ def _image_objects(
     chosen = np.flatnonzero(keep)
     rings = _main_rings(clipped, keep & (kinds == _POLYGON))
     bounds = _round2(box).tolist()
-    out: list[tuple[int, ImageObject]] = []
+    out: list[tuple[int, ImageObject, TagRule | None]] = []
+    make, tags, refs = ImageObject.checked_by_caller, context.tags, context.refs
     for j, i in zip(chosen.tolist(), hits[chosen].tolist(), strict=True):
-        label, _ = context.label(i, table, gsd)
-        made = ImageObject.checked_by_caller(
-            label, tuple(bounds[j]), dict(context.tags[i]), rings.get(j), context.refs[i]
-        )
-        out.append((i, made))
+        label, rule = context.label(i, table, gsd)
+        made = make(label, tuple(bounds[j]), dict(tags[i]), rings.get(j), refs[i])
+        out.append((i, made, rule))
     return out
 
 
