@@ -33,7 +33,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import orjson
 import pyarrow as pa
@@ -53,8 +53,9 @@ SHARD_PATTERN = "shard-{:06d}.tar"
 MANIFEST = "manifest.parquet"
 PARTS_DIR = ".parts"
 PARAMS_FILE = ".params.json"
-# Samples whose image may be encoding while the stream makes the next ones (bounds memory).
-_ENCODE_AHEAD = 4
+# Items per encoding task: one batch is encoded while the stream makes the next (a hand-over of
+# the GIL per image costs more than the Python around an encode).
+_ENCODE_BATCH = 8
 
 # Packages whose versions are recorded in dataset.json and evaluation results.
 RECORDED_PACKAGES = (
@@ -234,7 +235,7 @@ def box_wkb(west: float, south: float, east: float, north: float) -> bytes:
 _BOX_WKB = struct.Struct("<BIII10d")  # little endian, Polygon, 1 ring, 5 points
 
 
-def _manifest_row(sample: Sample, shard: str, jpeg: bytes, size: tuple[int, int]) -> dict[str, Any]:
+def _manifest_row(sample: Sample, shard: str, encoded: Encoded) -> dict[str, Any]:
     b = sample.bounds
     geometry = box_wkb(b.west, b.south, b.east, b.north) if b is not None else None
     return {
@@ -244,8 +245,8 @@ def _manifest_row(sample: Sample, shard: str, jpeg: bytes, size: tuple[int, int]
         "n_captions": len(sample.captions),
         "source": sample.source,
         "source_ids": sample.source_ids,
-        "width": size[0],
-        "height": size[1],
+        "width": encoded.size[0],
+        "height": encoded.size[1],
         "gsd_m": sample.gsd_m,
         "capture_date": sample.capture_date,
         "sensor": sample.sensor,
@@ -257,7 +258,7 @@ def _manifest_row(sample: Sample, shard: str, jpeg: bytes, size: tuple[int, int]
         "crs": b.crs if b else None,
         "n_objects": len(sample.objects),
         "labels": sorted({o.label for o in sample.objects}),
-        "image_sha256": hashlib.sha256(jpeg).hexdigest(),
+        "image_sha256": encoded.sha256,
         "extra": json.dumps(sample.extra, sort_keys=True, ensure_ascii=False),
         "geometry": geometry,
     }
@@ -290,6 +291,29 @@ def _write_parquet(path: Path, rows: list[dict[str, Any]] | pa.Table) -> None:
     write_geoparquet(path, table)
 
 
+T = TypeVar("T")
+
+
+class Encoded(NamedTuple):
+    """A sample's image as written: JPEG bytes, ``(width, height)`` and the bytes' SHA-256."""
+
+    jpeg: bytes
+    size: tuple[int, int]
+    sha256: str
+
+
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Lists of ``size`` consecutive items of any iterable (the last may be shorter)."""
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 class DatasetWriter:
     """Writes shards of a terrascribe dataset into ``out_dir``, one complete shard at a time.
 
@@ -319,7 +343,7 @@ class DatasetWriter:
         the stream raises, nothing of this shard is kept and the error propagates, so a re-run
         writes it again from scratch.
 
-        Images are encoded on a background thread, a few samples behind the stream (the JPEG
+        Images are encoded on a background thread, a batch behind the stream (the JPEG
         encoder releases the GIL, so the stream makes the next samples meanwhile); samples are
         still written, and skips recorded, in stream order.
 
@@ -332,28 +356,24 @@ class DatasetWriter:
         stats = ShardStats(shard=name)
         rows: list[dict[str, Any]] = []
         seen: set[str] = set()
-        pending: deque[tuple[Sample | Skip, Future | None]] = deque()
+        pending: deque[tuple[list[Sample | Skip], Future]] = deque()
 
         def write_oldest(tar: TarWriter) -> None:
-            item, encoding = pending.popleft()
-            if isinstance(item, Skip):
-                stats.skip(item.item, item.reason, item.detail)
-            else:
-                self._add_sample(tar, item, encoding, name, seen, rows, stats)
+            batch, encoding = pending.popleft()
+            for item, encoded in zip(batch, encoding.result(), strict=True):
+                if isinstance(item, Skip):
+                    stats.skip(item.item, item.reason, item.detail)
+                else:
+                    self._add_sample(tar, item, encoded, name, seen, rows, stats)
 
         try:
             with (
                 TarWriter(tmp) as tar,
                 ThreadPoolExecutor(1, thread_name_prefix="jpeg") as encoder,
             ):
-                for item in items:
-                    encoding = None
-                    if isinstance(item, Sample) and item.image is not None:
-                        encoding = encoder.submit(
-                            to_jpeg, item.image, source=item.key, quality=self.jpeg_quality
-                        )
-                    pending.append((item, encoding))
-                    if len(pending) > _ENCODE_AHEAD:
+                for batch in batched(items, _ENCODE_BATCH):
+                    pending.append((batch, encoder.submit(self._encode_all, batch)))
+                    if len(pending) > 1:
                         write_oldest(tar)
                 while pending:
                     write_oldest(tar)
@@ -365,17 +385,31 @@ class DatasetWriter:
             atomic_write_text(self.stats_path(index), dumps(stats.to_dict()))
         except BaseException:
             for _, encoding in pending:
-                if encoding is not None:
-                    encoding.cancel()
+                encoding.cancel()
             tmp.unlink(missing_ok=True)
             raise
         return stats
+
+    def _encode_all(self, batch: list[Sample | Skip]) -> list[Encoded | ImageError | None]:
+        """Encode (and hash) each sample's image; None for skips and image-less samples."""
+        out: list[Encoded | ImageError | None] = []
+        for item in batch:
+            if isinstance(item, Skip) or item.image is None:
+                out.append(None)
+                continue
+            try:
+                jpeg, size = to_jpeg(item.image, source=item.key, quality=self.jpeg_quality)
+            except ImageError as err:  # recorded as a skip, in stream order
+                out.append(err)
+                continue
+            out.append(Encoded(jpeg, size, hashlib.sha256(jpeg).hexdigest()))
+        return out
 
     def _add_sample(
         self,
         tar: TarWriter,
         sample: Sample,
-        encoding: Future | None,
+        encoded: Encoded | ImageError | None,
         shard: str,
         seen: set[str],
         rows: list[dict[str, Any]],
@@ -384,21 +418,19 @@ class DatasetWriter:
         if sample.key in seen:
             stats.skip(sample.key, "duplicate key", "the same key appeared earlier in this shard")
             return
-        if encoding is None:
+        if encoded is None:
             stats.skip(sample.key, "no image", "sample has no image data")
             return
-        try:
-            jpeg, size = encoding.result()
-        except ImageError as err:
-            stats.skip(sample.key, "corrupt image", str(err))
+        if isinstance(encoded, ImageError):
+            stats.skip(sample.key, "corrupt image", str(encoded))
             return
         seen.add(sample.key)
         meta = sample.metadata()
-        meta["width"], meta["height"] = size
-        tar.add(f"{sample.key}.jpg", jpeg)
+        meta["width"], meta["height"] = encoded.size
+        tar.add(f"{sample.key}.jpg", encoded.jpeg)
         tar.add(f"{sample.key}.txt", sample.caption.encode("utf-8"))
         tar.add(f"{sample.key}.json", _compact_json(meta))
-        rows.append(_manifest_row(sample, shard, jpeg, size))
+        rows.append(_manifest_row(sample, shard, encoded))
         stats.written += 1
 
     def finalize(
@@ -499,9 +531,6 @@ def _command_line() -> list[str]:
         elif _SECRET_OPTION.match(argv[i].split("=", 1)[0]) and "=" in argv[i]:
             argv[i] = argv[i].split("=", 1)[0] + "=REDACTED"
     return argv
-
-
-T = TypeVar("T")
 
 
 def _params_fingerprint(builder: str, params: Mapping[str, Any], seed: int | None) -> str:

@@ -54,7 +54,7 @@ from PIL import Image
 from terrascribe.images import decode_rgb, read_rgb
 from terrascribe.models.zoo import LoadedModel
 from terrascribe.progress import progress_bar
-from terrascribe.shards import atomic_write_bytes
+from terrascribe.shards import atomic_write_bytes, batched
 
 ImageInput = Image.Image | str | Path | bytes | np.ndarray
 
@@ -334,17 +334,6 @@ def _model_dtype(model: torch.nn.Module) -> torch.dtype:
     return next(model.parameters()).dtype
 
 
-def _batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    batch: list[Any] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 class _Preprocessed(torch.utils.data.Dataset):
     """Map-style view decoding and transforming images in DataLoader workers."""
 
@@ -371,7 +360,7 @@ def _image_tensors(
         )
         yield from loader
         return
-    for batch in _batches(images, batch_size):
+    for batch in batched(images, batch_size):
         yield torch.stack([bundle.preprocess(to_pil(x)) for x in batch])
 
 
@@ -606,11 +595,11 @@ def encode_texts(
     texts = list(texts)
 
     def embed(subset: list[str]) -> Iterator[np.ndarray]:
-        tokens = (bundle.tokenizer(batch) for batch in _batches(subset, batch_size))
+        tokens = (bundle.tokenizer(batch) for batch in batched(subset, batch_size))
         return _embed_batches(bundle, tokens, bundle.model.encode_text, float_input=False)
 
     if cache_dir is None:
-        tokens = (bundle.tokenizer(batch) for batch in _batches(texts, batch_size))
+        tokens = (bundle.tokenizer(batch) for batch in batched(texts, batch_size))
         return _embed(
             bundle, tokens, bundle.model.encode_text, len(texts), "embed texts", progress, False
         )
