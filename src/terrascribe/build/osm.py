@@ -599,18 +599,16 @@ def _make_sample(
     # The other objects that show at this GSD, each with its main rule (its kind in captions).
     others = [(objects[i], io, kind) for i, io, kind in in_tile[1:] if kind is not None]
     focus_t = osm_captions.TileObject(obj.tags, focus_io.bbox_xyxy, obj.area_m2, obj.length_m)
-    other_t = [
-        osm_captions.TileObject(o.tags, io.bbox_xyxy, o.area_m2, o.length_m) for o, io, _ in others
-    ]
     made = osm_captions.make_captions(
         CAPTION_STYLES,
         focus_t,
-        other_t,
+        [o.tags for o, _, _ in others],
         table,
         rng,
         gsd_m=out_gsd,
         image_size=(out_px, out_px),
         other_kinds=[kind for _, _, kind in others],
+        other_boxes=[io.bbox_xyxy for _, io, _ in others],
     )
     styles = {k: c.text for k, c in made.items() if c is not None and c.text}
     captions = normalise_captions([styles[s] for s in CAPTION_STYLES if styles.get(s)])
