@@ -13,7 +13,10 @@ pixels equal what the builder's imagery source returns for the same windows.
 Prints samples/s and the ratio to the floor (target >= 0.7). The machine is shared: absolute
 numbers vary, read the ratios (both sides run in the same process, one after the other).
 
-    python benchmarks/tiles.py [--size 4096] [--repeat 3] [--workers 1 2] [--breakdown]
+    python benchmarks/tiles.py [--size 4096] [--repeat 3] [--workers 1 2] [--breakdown] [--gsd M]
+
+At the imagery's own GSD (the default) tiles lie on its pixel grid and reads are plain copies of
+pixels; ``--gsd 0.6`` reads the 0.5 m imagery at 0.6 m, so every read (the floor's too) resamples.
 
 ``--breakdown`` adds one more 1-worker build with CPU timers around its stages and prints CPU
 milliseconds per sample for each, by thread: the main thread (objects in pixel space, captions,
@@ -48,19 +51,21 @@ from terrascribe.build.osm import (
 )
 from terrascribe.images import encode_jpeg
 from terrascribe.shards import Dataset
-from terrascribe.sources.imagery import RasterSource
+from terrascribe.sources.imagery import RasterSource, _on_grid
 from terrascribe.sources.osm import extract_osm, visible_tag_filter
 from terrascribe.tar_writer import TarWriter
 
 
-def build(osm: Path, tif: Path, out: Path, workers: int) -> tuple[float, int]:
+def build(osm: Path, tif: Path, out: Path, workers: int, tiles: TileOptions) -> tuple[float, int]:
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
-    info = build_osm_dataset(osm, tif, out, workers=workers, progress=False)
+    info = build_osm_dataset(osm, tif, out, tiles=tiles, workers=workers, progress=False)
     return time.perf_counter() - t0, info["counts"]["samples"]
 
 
-def fixed_costs(osm: Path, tif: Path, built: Path, tmp: Path) -> dict[str, float]:
+def fixed_costs(
+    osm: Path, tif: Path, built: Path, tmp: Path, tiles: TileOptions
+) -> dict[str, float]:
     """Seconds of the stages whose cost does not grow with the number of tiles written."""
     times = {}
     features = tmp / "features"
@@ -69,7 +74,7 @@ def fixed_costs(osm: Path, tif: Path, built: Path, tmp: Path) -> dict[str, float
     extract_osm(osm, features, keep=visible_tag_filter(_load_table(None)), progress=False)
     times["extract"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    plan_osm_jobs(features, [RasterSource(tif)], tiles=TileOptions(), seed=0)
+    plan_osm_jobs(features, [RasterSource(tif)], tiles=tiles, seed=0)
     times["plan"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     osm_report(built)
@@ -88,7 +93,9 @@ def windows(tif: Path, built: Path) -> list[tuple[Window, int]]:
             left, bottom, right, top = samples[key].bounds.native
             col0, row0 = (left - c) / a, (top - f) / e
             col1, row1 = (right - c) / a, (bottom - f) / e
-            out.append((Window(col0, row0, col1 - col0, row1 - row0), int(width)))
+            # as the source reads them: whole pixels when off the grid by rounding error only
+            window = _on_grid(Window(col0, row0, col1 - col0, row1 - row0))
+            out.append((window, int(width)))
     return out
 
 
@@ -117,7 +124,9 @@ def check_same_pixels(tif: Path, built: Path, wins: list[tuple[Window, int]], n:
             assert np.array_equal(ours, np.moveaxis(bare, 0, -1)), "floor reads other pixels"
 
 
-def breakdown(osm: Path, tif: Path, out: Path) -> tuple[float, float, dict[str, float]]:
+def breakdown(
+    osm: Path, tif: Path, out: Path, tiles: TileOptions
+) -> tuple[float, float, dict[str, float]]:
     """Wall and main-thread CPU seconds per sample, and CPU seconds per sample of each stage."""
     import terrascribe.build.osm as build_mod
     import terrascribe.shards as shards_mod
@@ -152,7 +161,7 @@ def breakdown(osm: Path, tif: Path, out: Path) -> tuple[float, float, dict[str, 
         for owner, attr, name in patches:
             setattr(owner, attr, timed(name, getattr(owner, attr)))
         main_cpu = time.thread_time()
-        seconds, count = build(osm, tif, out, 1)
+        seconds, count = build(osm, tif, out, 1, tiles)
         main_cpu = time.thread_time() - main_cpu
     finally:
         for owner, attr, fn in saved:
@@ -167,7 +176,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--work", type=Path, default=None, help="keep inputs here (reused)")
     parser.add_argument("--breakdown", action="store_true", help="time the build's stages")
+    parser.add_argument("--gsd", type=float, default=None, help="read at this GSD (m)")
     args = parser.parse_args()
+    tiles = TileOptions(gsd_m=args.gsd)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         region = sample_data.generate(args.work or tmp / "region", seed=0, size_px=args.size)
@@ -175,14 +186,14 @@ def main() -> None:
         med = statistics.median
         builds = {}
         for w in args.workers:
-            runs = [build(osm, tif, tmp / f"w{w}", w) for _ in range(args.repeat)]
+            runs = [build(osm, tif, tmp / f"w{w}", w, tiles) for _ in range(args.repeat)]
             builds[w] = (med(t for t, _ in runs), runs[0][1])
         built = tmp / f"w{args.workers[0]}"
         wins = windows(tif, built)
         check_same_pixels(tif, built, wins)
         floor_s = med(floor(tif, wins) for _ in range(args.repeat))
-        fixed = [fixed_costs(osm, tif, built, tmp) for _ in range(args.repeat)]
-        stage_times = breakdown(osm, tif, tmp / "breakdown") if args.breakdown else None
+        fixed = [fixed_costs(osm, tif, built, tmp, tiles) for _ in range(args.repeat)]
+        stage_times = breakdown(osm, tif, tmp / "breakdown", tiles) if args.breakdown else None
     n = len(wins)
     floor_rate = n / floor_s
     print(f"{'run':<34}{'samples':>9}{'seconds':>9}{'samples/s':>11}{'vs floor':>10}")
