@@ -163,6 +163,19 @@ def test_builds_captioned_tiles_with_objects_in_pixel_space(scene, tmp_path: Pat
         assert row == pytest.approx(round(row), abs=1e-6)
 
 
+def test_tiles_read_coarser_than_the_imagery_are_resampled(scene, tmp_path: Path):
+    coarse = TileOptions(tile_px_range=(48, 128), max_offcentre=0.2, gsd_m=0.8)
+    info = _build(scene, tmp_path / "ds", tiles=coarse)
+    ds = Dataset(tmp_path / "ds")
+    widths = ds.manifest().set_index("key")["width"]
+    samples = list(ds.samples(with_images=False))
+    assert len(samples) == info["counts"]["samples"] >= 5
+    for sample in samples:
+        assert sample.gsd_m == pytest.approx(0.8)
+        left, _, right, _ = sample.bounds.native
+        assert (right - left) / 0.8 == pytest.approx(widths[sample.key], rel=1e-3)
+
+
 def test_skips_are_recorded_with_reasons(scene, tmp_path: Path):
     out = tmp_path / "ds"
     info = _build(scene, out)

@@ -155,6 +155,12 @@ def test_snap_puts_native_resolution_tiles_on_the_pixel_grid(tmp_path: Path):
     coarse = (left, top - 25.0, left + 25.0, top)
     assert src.snap(coarse, (25, 25)) == coarse
     assert src.snap(coarse, (50, 50), "EPSG:3857") == coarse
+    # only the snapped read is a plain copy of pixels (builders read those in line)
+    assert src.copies_pixels(snapped, (50, 50))
+    assert not src.copies_pixels(coarse, (50, 50))  # between pixels: resampled
+    assert not src.copies_pixels(snapped, (25, 25))  # at another resolution
+    outside = (ORIGIN[0] - 5.0, ORIGIN[1] - 20.0, ORIGIN[0] + 20.0, ORIGIN[1] + 5.0)
+    assert not src.copies_pixels(outside, (50, 50))  # partly off the raster: warped
 
 
 def test_windows_off_the_grid_by_rounding_error_are_read_as_whole_pixels():

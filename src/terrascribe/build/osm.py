@@ -325,13 +325,19 @@ def make_osm_items(job: OsmJob) -> Iterator[Sample | Skip]:
             return _skip_for(ref, err)
 
     # One reader thread: a source's dataset handle is never used by two threads at once. It
-    # reads a batch per task: a hand-over of the GIL per tile costs more than a cheap read.
+    # reads a batch per task (a hand-over of the GIL per tile costs more than a cheap read);
+    # batches that are plain copies of local pixels are read in line, cheaper still.
     pending: deque[tuple[list[str], list[Skip | _Placement], Future]] = deque()
     with ThreadPoolExecutor(1, thread_name_prefix="tile-read") as reader:
         for start in range(0, len(job.refs), _READ_BATCH):
             refs = job.refs[start : start + _READ_BATCH]
             placed = [_place(ref, context, source, job) for ref in refs]
-            pending.append((refs, placed, reader.submit(_read_tiles, source, placed)))
+            if all(_copies_pixels(source, p) for p in placed):
+                reading: Future = Future()
+                reading.set_result(_read_tiles(source, placed))
+            else:
+                reading = reader.submit(_read_tiles, source, placed)
+            pending.append((refs, placed, reading))
             if len(pending) > 1:
                 batch = pending.popleft()
                 yield from map(finish, batch[0], batch[1], batch[2].result())
@@ -354,6 +360,12 @@ def _place(ref: str, context: _Context, source: ImagerySource, job: OsmJob) -> S
         return _place_tile(obj, source, job)
     except Exception as err:
         return _skip_for(ref, err)
+
+
+def _copies_pixels(source: ImagerySource, placed: Skip | _Placement) -> bool:
+    if isinstance(placed, Skip):
+        return True
+    return source.copies_pixels(placed.bounds, (placed.out_px, placed.out_px), placed.crs)
 
 
 def _read_tiles(

@@ -135,6 +135,20 @@ class ImagerySource(ABC):
         """
         return bounds
 
+    def copies_pixels(
+        self,
+        bounds: tuple[float, float, float, float],
+        size_px: tuple[int, int],
+        crs: CRS | str | None = None,
+    ) -> bool:
+        """Whether reading ``bounds`` at ``size_px`` is a plain copy of local pixels.
+
+        No resampling, no warping, no network: such a read costs less than handing it to a
+        background thread and back (the GIL changes hands at every step), so builders read it
+        in line. The default, False, suits any source.
+        """
+        return False
+
     def tile_crs(self, lon: float, lat: float) -> CRS:
         """A metric CRS for a tile at ``(lon, lat)``: the native one if projected, else UTM."""
         return self.crs if self.crs.is_projected else utm_crs(lon, lat)
@@ -285,6 +299,40 @@ class RasterSource(ImagerySource):
         left, top = c + col * a, f + row * e
         return (left, top + height * e, left + width * a, top)
 
+    def copies_pixels(
+        self,
+        bounds: tuple[float, float, float, float],
+        size_px: tuple[int, int],
+        crs: CRS | str | None = None,
+    ) -> bool:
+        window = self._window_inside(bounds, self._crs if crs is None else as_crs(crs))
+        return (
+            window is not None
+            and "://" not in self.path
+            and not self.path.startswith("/vsi")
+            and (window.width, window.height) == tuple(size_px)
+            and all(isinstance(v, int) for v in (window.col_off, window.row_off))
+        )
+
+    def _window_inside(self, bounds: tuple[float, float, float, float], crs: CRS) -> Any:
+        """The raster window of ``bounds`` if they are in its CRS and inside it, else None."""
+        from rasterio.windows import Window
+
+        a, b, c, d, e, f = self._transform
+        col0, row0 = (bounds[0] - c) / a, (bounds[3] - f) / e
+        col1, row1 = (bounds[2] - c) / a, (bounds[1] - f) / e
+        inside = (
+            crs.equals(self._crs)
+            and b == 0
+            and d == 0
+            and e < 0 < a
+            and col0 >= 0
+            and row0 >= 0
+            and col1 <= self._shape[0]
+            and row1 <= self._shape[1]
+        )
+        return _on_grid(Window(col0, row0, col1 - col0, row1 - row0)) if inside else None
+
     def read(
         self,
         bounds: tuple[float, float, float, float],
@@ -294,27 +342,13 @@ class RasterSource(ImagerySource):
         from rasterio.enums import Resampling
         from rasterio.transform import from_bounds
         from rasterio.vrt import WarpedVRT
-        from rasterio.windows import Window
 
         dst_crs = self._crs if crs is None else as_crs(crs)
         width, height = size_px
         ds = self._open()
         resampling = Resampling[self.resampling]
-        a, b, c, d, e, f = self._transform
-        col0, row0 = (bounds[0] - c) / a, (bounds[3] - f) / e
-        col1, row1 = (bounds[2] - c) / a, (bounds[1] - f) / e
-        inside = (
-            dst_crs.equals(self._crs)
-            and b == 0
-            and d == 0
-            and e < 0 < a
-            and col0 >= 0
-            and row0 >= 0
-            and col1 <= self._shape[0]
-            and row1 <= self._shape[1]
-        )
-        if inside:  # plain windowed read: the fast path for same-CRS tiles fully inside
-            window = _on_grid(Window(col0, row0, col1 - col0, row1 - row0))
+        window = self._window_inside(bounds, dst_crs)
+        if window is not None:  # plain windowed read: the fast path for same-CRS tiles inside
             # GDAL writes the bands pixel-interleaved into (H, W, bands) memory: no transposing
             # copy afterwards (a third of the read's cost), and GDAL does it without the GIL.
             interleaved = np.empty((height, width, len(self.bands)), ds.dtypes[self.bands[0] - 1])
