@@ -301,6 +301,49 @@ class _FlakyRaster:
         return self._source.read(bounds, size_px, crs)
 
 
+class _OneReadAtATime:
+    """Wraps a raster source: slow reads that fail if another read is running (GDAL handles
+    are not thread-safe); every other read is a plain copy, so the builder reads those in line.
+    """
+
+    def __init__(self, source) -> None:
+        import threading
+
+        self._source = source
+        self._busy = threading.Lock()
+        self.calls = 0
+
+    def __getattr__(self, name: str):
+        return getattr(self._source, name)
+
+    def copies_pixels(self, bounds, size_px, crs=None) -> bool:
+        self.calls += 1
+        return self.calls % 2 == 0
+
+    def read(self, bounds, size_px, crs=None):
+        import time
+
+        if not self._busy.acquire(blocking=False):
+            raise RuntimeError("two reads at once")
+        try:
+            time.sleep(0.02)
+            return self._source.read(bounds, size_px, crs)
+        finally:
+            self._busy.release()
+
+
+def test_tiles_are_never_read_by_two_threads_at_once(scene, tmp_path: Path, monkeypatch):
+    import terrascribe.build.osm as osm_builder
+    from terrascribe.sources.imagery import RasterSource
+
+    monkeypatch.setattr(osm_builder, "_READ_BATCH", 1)  # a batch per tile: in line or not
+    osm, tif = scene
+    source = _OneReadAtATime(RasterSource(tif, licence="CC0-1.0"))
+    info = build_osm_dataset(osm, [source], tmp_path / "ds", tiles=TILES, progress=False)
+    assert "tile failed" not in info["counts"]["skip_reasons"]
+    assert info["counts"]["samples"] == 7
+
+
 def test_failed_reads_are_recorded_and_the_shard_carries_on(scene, tmp_path: Path):
     from terrascribe.sources.imagery import RasterSource
 

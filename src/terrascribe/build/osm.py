@@ -325,14 +325,16 @@ def make_osm_items(job: OsmJob) -> Iterator[Sample | Skip]:
             return _skip_for(ref, err)
 
     # One reader thread: a source's dataset handle is never used by two threads at once. It
-    # reads a batch per task (a hand-over of the GIL per tile costs more than a cheap read);
-    # batches that are plain copies of local pixels are read in line, cheaper still.
+    # reads a batch per task (a hand-over of the GIL per tile costs more than a cheap read).
+    # Batches that are plain copies of local pixels are read in line, cheaper still, once the
+    # reader has nothing left to read (never both at once: the handle is not thread-safe).
     pending: deque[tuple[list[str], list[Skip | _Placement], Future]] = deque()
     with ThreadPoolExecutor(1, thread_name_prefix="tile-read") as reader:
         for start in range(0, len(job.refs), _READ_BATCH):
             refs = job.refs[start : start + _READ_BATCH]
             placed = [_place(ref, context, source, job) for ref in refs]
-            if all(_copies_pixels(source, p) for p in placed):
+            reader_idle = all(reading.done() for _, _, reading in pending)
+            if reader_idle and all(_copies_pixels(source, p) for p in placed):
                 reading: Future = Future()
                 reading.set_result(_read_tiles(source, placed))
             else:
