@@ -188,6 +188,8 @@ def main() -> None:
         for w in args.workers:
             runs = [build(osm, tif, tmp / f"w{w}", w, tiles) for _ in range(args.repeat)]
             builds[w] = (med(t for t, _ in runs), runs[0][1])
+        counts = {w: count for w, (_, count) in builds.items()}
+        assert len(set(counts.values())) == 1, f"worker counts gave other datasets: {counts}"
         built = tmp / f"w{args.workers[0]}"
         wins = windows(tif, built)
         check_same_pixels(tif, built, wins)
