@@ -159,8 +159,43 @@ def test_snap_puts_native_resolution_tiles_on_the_pixel_grid(tmp_path: Path):
     assert src.copies_pixels(snapped, (50, 50))
     assert not src.copies_pixels(coarse, (50, 50))  # between pixels: resampled
     assert not src.copies_pixels(snapped, (25, 25))  # at another resolution
-    outside = (ORIGIN[0] - 5.0, ORIGIN[1] - 20.0, ORIGIN[0] + 20.0, ORIGIN[1] + 5.0)
-    assert not src.copies_pixels(outside, (50, 50))  # partly off the raster: warped
+    off = (ORIGIN[0] - 5.2, ORIGIN[1] - 20.0, ORIGIN[0] + 19.8, ORIGIN[1] + 5.0)
+    assert not src.copies_pixels(off, (50, 50))  # reaching off the raster, between pixels
+
+
+@pytest.mark.parametrize("nodata", [None, 0])
+def test_tiles_on_the_grid_reaching_off_the_raster_copy_the_pixels_it_has(tmp_path, nodata):
+    from rasterio.transform import from_bounds
+    from rasterio.vrt import WarpedVRT
+
+    data = _pattern(200, 200)
+    data[:, 15:, 12] = 0  # a column of nodata (when nodata is 0)
+    src = RasterSource(write_geotiff(tmp_path / "a.tif", data=data, nodata=nodata))
+    # 50 px a side, reaching 10 px left of and above the raster
+    bounds = (ORIGIN[0] - 5.0, ORIGIN[1] - 20.0, ORIGIN[0] + 20.0, ORIGIN[1] + 5.0)
+    assert src.copies_pixels(bounds, (50, 50))
+    tile = src.read(bounds, (50, 50))
+    assert not tile.valid[:10].any() and not tile.valid[:, :10].any()
+    # pixel (0, 0) is (0, 0, 0) too: nodata when nodata is 0
+    assert tile.valid[10:, 10:].sum() == 40 * 40 - (0 if nodata is None else 26)
+    inner = tile.valid[10:, 10:]
+    assert np.array_equal(tile.rgb[10:, 10:][inner], np.moveaxis(data[:, :40, :40], 0, -1)[inner])
+    # what GDAL's warp of the same window gives
+    with (
+        rasterio.open(tmp_path / "a.tif") as ds,
+        WarpedVRT(
+            ds,
+            crs=ds.crs,
+            transform=from_bounds(*bounds, 50, 50),
+            width=50,
+            height=50,
+            resampling=rasterio.enums.Resampling.bilinear,
+            add_alpha=nodata is None,
+        ) as vrt,
+    ):
+        warped, warped_valid = vrt.read([1, 2, 3]), vrt.dataset_mask() > 0
+    assert np.array_equal(warped_valid, tile.valid)
+    assert np.array_equal(np.moveaxis(warped, 0, -1)[warped_valid], tile.rgb[tile.valid])
 
 
 def test_windows_off_the_grid_by_rounding_error_are_read_as_whole_pixels():

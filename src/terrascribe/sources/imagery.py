@@ -305,33 +305,33 @@ class RasterSource(ImagerySource):
         size_px: tuple[int, int],
         crs: CRS | str | None = None,
     ) -> bool:
-        window = self._window_inside(bounds, self._crs if crs is None else as_crs(crs))
+        window = self._grid_window(bounds, self._crs if crs is None else as_crs(crs))
         return (
             window is not None
+            and _whole_pixels(window, size_px)
             and "://" not in self.path
             and not self.path.startswith("/vsi")
-            and (window.width, window.height) == tuple(size_px)
-            and all(isinstance(v, int) for v in (window.col_off, window.row_off))
         )
 
-    def _window_inside(self, bounds: tuple[float, float, float, float], crs: CRS) -> Any:
-        """The raster window of ``bounds`` if they are in its CRS and inside it, else None."""
+    def _grid_window(self, bounds: tuple[float, float, float, float], crs: CRS) -> Any:
+        """The raster window of ``bounds`` (maybe reaching outside the raster) if they are in
+        its CRS on its north-up grid, else None."""
         from rasterio.windows import Window
 
         a, b, c, d, e, f = self._transform
+        if not (crs.equals(self._crs) and b == 0 and d == 0 and e < 0 < a):
+            return None
         col0, row0 = (bounds[0] - c) / a, (bounds[3] - f) / e
         col1, row1 = (bounds[2] - c) / a, (bounds[1] - f) / e
-        inside = (
-            crs.equals(self._crs)
-            and b == 0
-            and d == 0
-            and e < 0 < a
-            and col0 >= 0
-            and row0 >= 0
-            and col1 <= self._shape[0]
-            and row1 <= self._shape[1]
+        return _on_grid(Window(col0, row0, col1 - col0, row1 - row0))
+
+    def _inside(self, window: Any) -> bool:
+        return (
+            window.col_off >= 0
+            and window.row_off >= 0
+            and window.col_off + window.width <= self._shape[0]
+            and window.row_off + window.height <= self._shape[1]
         )
-        return _on_grid(Window(col0, row0, col1 - col0, row1 - row0)) if inside else None
 
     def read(
         self,
@@ -347,8 +347,8 @@ class RasterSource(ImagerySource):
         width, height = size_px
         ds = self._open()
         resampling = Resampling[self.resampling]
-        window = self._window_inside(bounds, dst_crs)
-        if window is not None:  # plain windowed read: the fast path for same-CRS tiles inside
+        window = self._grid_window(bounds, dst_crs)
+        if window is not None and self._inside(window):  # the fast path: a plain windowed read
             # GDAL writes the bands pixel-interleaved into (H, W, bands) memory: no transposing
             # copy afterwards (a third of the read's cost), and GDAL does it without the GIL.
             interleaved = np.empty((height, width, len(self.bands)), ds.dtypes[self.bands[0] - 1])
@@ -364,6 +364,11 @@ class RasterSource(ImagerySource):
                 if all_valid
                 else ds.dataset_mask(window=window, out_shape=(height, width)) > 0
             )
+        elif window is not None and _whole_pixels(window, size_px):
+            # On the grid but reaching outside the raster (tiles at its edges): the pixels it
+            # has, copied, and no data elsewhere; what a warp gives, without warping.
+            data, valid = self._read_on_grid_edge(ds, window)
+            all_valid = False
         else:
             transform = from_bounds(*bounds, width, height)
             # Without nodata or a mask, GDAL calls everything valid, even outside the raster:
@@ -385,6 +390,27 @@ class RasterSource(ImagerySource):
         rgb = _to_uint8(np.moveaxis(data, 0, -1), self.value_range)
         return Tile(np.ascontiguousarray(rgb), valid, tuple(bounds), dst_crs, all_valid)
 
+    def _read_on_grid_edge(self, ds: Any, window: Any) -> tuple[np.ndarray, np.ndarray]:
+        """``(bands, H, W)`` pixels and ``(H, W)`` validity of a whole-pixel window that reaches
+        outside the raster: the part inside is copied, the rest is zero and invalid."""
+        from rasterio.windows import Window
+
+        width, height = window.width, window.height
+        col0, row0 = max(window.col_off, 0), max(window.row_off, 0)
+        col1 = min(window.col_off + width, self._shape[0])
+        row1 = min(window.row_off + height, self._shape[1])
+        interleaved = np.zeros((height, width, len(self.bands)), ds.dtypes[self.bands[0] - 1])
+        valid = np.zeros((height, width), bool)
+        if col1 > col0 and row1 > row0:
+            inner = Window(col0, row0, col1 - col0, row1 - row0)
+            rows = slice(row0 - window.row_off, row1 - window.row_off)
+            cols = slice(col0 - window.col_off, col1 - window.col_off)
+            part = np.empty((row1 - row0, col1 - col0, len(self.bands)), interleaved.dtype)
+            ds.read(self.bands, window=inner, out=part.transpose(2, 0, 1))
+            interleaved[rows, cols] = part
+            valid[rows, cols] = ds.dataset_mask(window=inner) > 0 if self._has_mask else True
+        return interleaved.transpose(2, 0, 1), valid
+
 
 # A tile whose pixels are within this fraction of the raster's is read on the raster's grid
 # (see ImagerySource.snap): 0.1% of a pixel per pixel, a quarter pixel across 256 pixels.
@@ -402,6 +428,15 @@ def _on_grid(window: Any) -> Any:
     if all(abs(v - r) < 1e-6 for v, r in zip(values, rounded, strict=True)):
         return type(window)(*rounded)
     return window
+
+
+def _whole_pixels(window: Any, size_px: tuple[int, int]) -> bool:
+    """Whether ``window`` has whole-pixel offsets and exactly the ``size_px`` to read it at."""
+    return (
+        isinstance(window.col_off, int)
+        and isinstance(window.row_off, int)
+        and (window.width, window.height) == tuple(size_px)
+    )
 
 
 # One open dataset per raster and process: build jobs unpickle their own copy of a source, and
