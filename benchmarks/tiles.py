@@ -19,10 +19,11 @@ At the imagery's own GSD (the default) tiles lie on its pixel grid and reads are
 pixels; ``--gsd 0.6`` reads the 0.5 m imagery at 0.6 m, so every read (the floor's too) resamples.
 
 ``--breakdown`` adds one more 1-worker build with CPU timers around its stages and prints CPU
-milliseconds per sample for each, by thread: the main thread (objects in pixel space, captions,
-the shard writer's JSON, tar and manifest row, and the rest), the tile reader thread (window
-reads, as the floor's) and the writer's JPEG thread (as the floor's encode). The wall time of a
-1-worker build is about the main thread's CPU when the machine has a core for each thread.
+milliseconds per sample for each, by the thread that ran it: the main thread (objects in pixel
+space, captions, the shard writer's JSON, tar and manifest row, window reads that are plain
+copies of pixels, and the rest), the tile reader thread (reads that resample or warp) and the
+writer's JPEG thread. The wall time of a 1-worker build is about the main thread's CPU when the
+machine has a core for each thread.
 """
 
 from __future__ import annotations
@@ -142,19 +143,22 @@ def breakdown(
             try:
                 return fn(*args, **kwargs)
             finally:
+                thread = threading.current_thread()
+                where = "main" if thread is threading.main_thread() else thread.name.split("_")[0]
+                key = f"{where}: {name}"
                 with lock:
-                    spent[name] = spent.get(name, 0.0) + time.thread_time() - t0
+                    spent[key] = spent.get(key, 0.0) + time.thread_time() - t0
 
         return wrapper
 
     patches = [
-        (imagery.RasterSource, "read", "reader thread: window read (floor's read)"),
-        (shards_mod, "to_jpeg", "JPEG thread: encode (floor's encode)"),
-        (build_mod, "_image_objects", "main: objects in pixel space"),
-        (captions_mod, "make_captions", "main: captions"),
-        (shards_mod, "_compact_json", "main: per-sample JSON"),
-        (TarWriter, "add", "main: tar members"),
-        (shards_mod, "_manifest_row", "main: manifest row"),
+        (imagery.RasterSource, "read", "window read (floor's read)"),
+        (shards_mod, "to_jpeg", "JPEG encode (floor's encode)"),
+        (build_mod, "_image_objects", "objects in pixel space"),
+        (captions_mod, "make_captions", "captions"),
+        (shards_mod, "_compact_json", "per-sample JSON"),
+        (TarWriter, "add", "tar members"),
+        (shards_mod, "_manifest_row", "manifest row"),
     ]
     saved = [(owner, attr, getattr(owner, attr)) for owner, attr, _ in patches]
     try:
