@@ -303,8 +303,9 @@ def _ref_sort(ref: str) -> tuple[str, int]:
 def make_osm_items(job: OsmJob) -> Iterator[Sample | Skip]:
     """Turn one job into samples (and skips). Module-level, so workers and Ray can pickle it.
 
-    Tiles are read on a background thread, a batch of objects ahead of the rest of the work
-    (the imagery read releases the GIL); items still come out in the job's order.
+    Tiles are read a batch of objects ahead of the rest of the work: on a background thread
+    when reads resample, warp or fetch (the imagery read releases the GIL), in line when they
+    are plain copies of local pixels. Items still come out in the job's order.
     """
     yield from job.skips
     if job.source is None or not job.refs:
@@ -324,28 +325,29 @@ def make_osm_items(job: OsmJob) -> Iterator[Sample | Skip]:
         except Exception as err:  # one bad object (read error, odd geometry) must not stop a shard
             return _skip_for(ref, err)
 
+    def finish_oldest() -> Iterator[Sample | Skip]:
+        refs, placed, reading = pending.popleft()
+        tiles = reading.result() if isinstance(reading, Future) else reading
+        return map(finish, refs, placed, tiles)
+
     # One reader thread: a source's dataset handle is never used by two threads at once. It
     # reads a batch per task (a hand-over of the GIL per tile costs more than a cheap read).
     # Batches that are plain copies of local pixels are read in line, cheaper still, once the
     # reader has nothing left to read (never both at once: the handle is not thread-safe).
-    pending: deque[tuple[list[str], list[Skip | _Placement], Future]] = deque()
+    pending: deque[tuple[list[str], list[Skip | _Placement], Future | list]] = deque()
     with ThreadPoolExecutor(1, thread_name_prefix="tile-read") as reader:
         for start in range(0, len(job.refs), _READ_BATCH):
             refs = job.refs[start : start + _READ_BATCH]
             placed = [_place(ref, context, source, job) for ref in refs]
-            reader_idle = all(reading.done() for _, _, reading in pending)
+            reader_idle = not any(isinstance(r, Future) and not r.done() for *_, r in pending)
             if reader_idle and all(_copies_pixels(source, p) for p in placed):
-                reading: Future = Future()
-                reading.set_result(_read_tiles(source, placed))
+                pending.append((refs, placed, _read_tiles(source, placed)))
             else:
-                reading = reader.submit(_read_tiles, source, placed)
-            pending.append((refs, placed, reading))
+                pending.append((refs, placed, reader.submit(_read_tiles, source, placed)))
             if len(pending) > 1:
-                batch = pending.popleft()
-                yield from map(finish, batch[0], batch[1], batch[2].result())
+                yield from finish_oldest()
         while pending:
-            batch = pending.popleft()
-            yield from map(finish, batch[0], batch[1], batch[2].result())
+            yield from finish_oldest()
 
 
 # Tiles read per reader task: one batch is read while the one before it is captioned; two
@@ -373,10 +375,10 @@ def _copies_pixels(source: ImagerySource, placed: Skip | _Placement) -> bool:
 def _read_tiles(
     source: ImagerySource, placed: list[Skip | _Placement]
 ) -> list[Tile | Exception | None]:
-    """Read every placed tile (on the reader thread); a failed read is returned, not raised.
+    """Read every placed tile; a failed read is returned, not raised (None for skips).
 
-    Only reads run here: each further step (numpy checks release and retake the GIL) would
-    wait for the busy main thread to let go of the GIL.
+    Only reads run here: on the reader thread, each further step (numpy checks release and
+    retake the GIL) would wait for the busy main thread to let go of the GIL.
     """
     tiles: list[Tile | Exception | None] = []
     for p in placed:
