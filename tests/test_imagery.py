@@ -196,6 +196,11 @@ def test_tiles_on_the_grid_reaching_off_the_raster_copy_the_pixels_it_has(tmp_pa
         warped, warped_valid = vrt.read([1, 2, 3]), vrt.dataset_mask() > 0
     assert np.array_equal(warped_valid, tile.valid)
     assert np.array_equal(np.moveaxis(warped, 0, -1)[warped_valid], tile.rgb[tile.valid])
+    # wholly off the raster, on its grid: nothing to copy, no data
+    away = (ORIGIN[0] - 200.0, ORIGIN[1] - 20.0, ORIGIN[0] - 175.0, ORIGIN[1] + 5.0)
+    assert src.copies_pixels(away, (50, 50))
+    tile = src.read(away, (50, 50))
+    assert not tile.valid.any() and not tile.rgb.any()
 
 
 def test_windows_off_the_grid_by_rounding_error_are_read_as_whole_pixels():

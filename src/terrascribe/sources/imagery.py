@@ -282,21 +282,16 @@ class RasterSource(ImagerySource):
         size_px: tuple[int, int],
         crs: CRS | str | None = None,
     ) -> tuple[float, float, float, float]:
-        a, b, c, d, e, f = self._transform
         width, height = size_px
-        left, bottom, right, top = bounds
-        same_grid = (
-            (crs is None or as_crs(crs).equals(self._crs))
-            and b == 0
-            and d == 0
-            and e < 0 < a
-            and abs((right - left) / (width * a) - 1) < _SNAP_TOLERANCE
-            and abs((bottom - top) / (height * e) - 1) < _SNAP_TOLERANCE
-        )
-        if not same_grid:
+        window = self._grid_window(bounds, self._crs if crs is None else as_crs(crs))
+        if (
+            window is None
+            or abs(window.width / width - 1) >= _SNAP_TOLERANCE
+            or abs(window.height / height - 1) >= _SNAP_TOLERANCE
+        ):
             return bounds
-        col, row = round((left - c) / a), round((top - f) / e)
-        left, top = c + col * a, f + row * e
+        a, _, c, _, e, f = self._transform
+        left, top = c + round(window.col_off) * a, f + round(window.row_off) * e
         return (left, top + height * e, left + width * a, top)
 
     def copies_pixels(
