@@ -609,10 +609,8 @@ def test_relations_match_the_reference_for_any_boxes(kind_pool) -> None:
     assert min(checked.values()) > 500, checked  # every relation was decided many times
 
 
-@pytest.mark.parametrize("array_min", [0, 10**9])
-def test_relations_of_a_box_array_match_the_reference(kind_pool, monkeypatch, array_min) -> None:
-    """numpy's decisions (every array, or none) are the reference's, box for box."""
-    monkeypatch.setattr(osm_captions, "_ARRAY_MIN_BOXES", array_min)
+def test_relations_of_a_box_array_match_the_reference(kind_pool) -> None:
+    """Boxes given as a float array are decided as the reference decides them, box for box."""
     gen = np.random.default_rng(7)
     for _ in range(1500):
         focus = _ref_valid_box(_numeric_box(gen))
@@ -623,7 +621,8 @@ def test_relations_of_a_box_array_match_the_reference(kind_pool, monkeypatch, ar
         want = _by_identity(_ref_relations(focus, boxes, kinds))
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # inf - inf and overflow stay silent, as in Python
-            assert _by_identity(osm_captions._relations(focus, array, kinds)) == want
+            rows = osm_captions._boxes_given(array, n)
+            assert _by_identity(osm_captions._relations(focus, rows, kinds)) == want
 
 
 def test_relations_at_the_thresholds(kind_pool) -> None:
@@ -763,10 +762,8 @@ def test_make_captions_match_the_reference_end_to_end(table: TagTable, monkeypat
     assert sum(isinstance(m, dict) and m["grounded"] is not None for m, _ in fast) > 100
 
 
-@pytest.mark.parametrize("array_min", [0, 10**9])
-def test_other_boxes_stand_for_the_objects_boxes(table: TagTable, monkeypatch, array_min) -> None:
-    """Tags plus ``other_boxes`` (a list, or an array on either path) write what objects do."""
-    monkeypatch.setattr(osm_captions, "_ARRAY_MIN_BOXES", array_min)
+def test_other_boxes_stand_for_the_objects_boxes(table: TagTable) -> None:
+    """Tags plus ``other_boxes`` (a list, or an array) write what the objects do."""
     known = _KNOWN[::5]
     gen = np.random.default_rng(17)
 

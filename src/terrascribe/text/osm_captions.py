@@ -424,16 +424,11 @@ def _box_area(box: tuple[float, ...]) -> float:
 
 _PAD = 0.5  # px: the outer box is widened by this much, so a box on its edge is still inside
 _INSIDE_SHARE = 0.9  # of the inner box's area
-# From this many boxes given as an array (``other_boxes``), the relations are worked out with
-# numpy. Below it numpy's fixed cost per call is more than the Python loop it saves (measured on
-# whole make_captions calls: even at about 110 boxes, numpy 1.3x faster at 300 and 1.75x at 1000;
-# at a tile's usual 30 the loop takes half the time numpy does).
-_ARRAY_MIN_BOXES = 128
 
 
 def _relations(
     focus: tuple[float, float, float, float] | None,
-    boxes: Sequence[Sequence[float]] | np.ndarray,
+    boxes: Sequence[Sequence[float]],
     kinds: Sequence[TagRule | None],
 ) -> dict[str, list[TagRule]]:
     """The other objects' kinds by how their boxes lie against the focus box, in object order.
@@ -447,7 +442,7 @@ def _relations(
     Args:
         focus: The focus box, sorted and finite (from :func:`_valid_box`), or None.
         boxes: One box per object, in any form :func:`_valid_box` reads (tuples, lists, numpy
-            rows, unsorted corners, NaN), or an (N, 4) float64 array.
+            rows, unsorted corners, NaN).
         kinds: One kind per object (None: not visible).
 
     Returns:
@@ -457,14 +452,6 @@ def _relations(
     contains: list[TagRule] = []
     within: list[TagRule] = []
     by_relation = {"within": within, "contains": contains, "near": near}
-    if isinstance(boxes, np.ndarray):
-        if focus is not None and len(boxes) >= _ARRAY_MIN_BOXES:
-            groups = (near, contains, within)
-            for code, kind in zip(_relations_array(focus, boxes).tolist(), kinds, strict=True):
-                if kind is not None:
-                    groups[code].append(kind)
-            return by_relation
-        boxes = boxes.tolist()  # the same doubles as Python floats, which the loop reads fastest
     if focus is None:
         for box, kind in zip(boxes, kinds, strict=True):
             if kind is not None:
@@ -527,58 +514,6 @@ def _relations(
         else:
             near.append(kind)
     return by_relation
-
-
-def _relations_array(focus: tuple[float, float, float, float], boxes: np.ndarray) -> np.ndarray:
-    """:func:`_relations`' rule for each row of ``boxes``: 0 near, 1 contains, 2 within.
-
-    Each step is the loop's on columns: float64 ``+ - * /`` and comparisons are the same IEEE
-    operations as Python's floats. ``np.minimum``/``np.maximum`` (and ``np.maximum(0, .)``) pick
-    the same value as the loop's choices except between equal values, that is the sign of a
-    zero, which no later sum, product or comparison can turn into another decision; rows with a
-    non-finite value (the only source of NaN) are "near" by ``valid``. Those rows go through
-    the arithmetic too, with warnings off as Python's floats overflow silently.
-    """
-    fx0, fy0, fx1, fy1 = focus
-    focus_area = _box_area(focus)
-    relation = np.zeros(len(boxes), dtype=np.int8)
-    with np.errstate(all="ignore"):
-        corners = boxes.reshape(-1, 2, 2)  # rows of [[x0, y0], [x1, y1]]
-        lo = np.minimum(corners[:, 0], corners[:, 1])
-        hi = np.maximum(corners[:, 0], corners[:, 1])
-        size = hi - lo
-        area = size[:, 0] * size[:, 1]
-        valid = np.isfinite(boxes).all(axis=1)
-
-        smaller = valid & (area < focus_area)
-        if smaller.any():  # contains
-            outer_lo = np.array([fx0 - _PAD, fy0 - _PAD])
-            outer_hi = np.array([fx1 + _PAD, fy1 + _PAD])
-            overlap = np.maximum(0.0, np.minimum(hi, outer_hi) - np.maximum(lo, outer_lo))
-            inside = overlap[:, 0] * overlap[:, 1] >= _INSIDE_SHARE * area
-            flat = area <= 0
-            if flat.any():
-                centre = (lo + hi) / 2
-                in_box = ((outer_lo <= centre) & (centre <= outer_hi)).all(axis=1)
-                inside = np.where(flat, in_box, inside)
-            relation[smaller & inside] = 1
-
-        larger = valid & (focus_area < area)
-        if larger.any():  # within
-            outer_lo, outer_hi = lo - _PAD, hi + _PAD
-            inner_area = (fx1 - fx0) * (fy1 - fy0)
-            if inner_area <= 0:
-                centre = np.array([(fx0 + fx1) / 2, (fy0 + fy1) / 2])
-                inside = ((outer_lo <= centre) & (centre <= outer_hi)).all(axis=1)
-            else:
-                overlap = np.maximum(
-                    0.0,
-                    np.minimum(np.array([fx1, fy1]), outer_hi)
-                    - np.maximum(np.array([fx0, fy0]), outer_lo),
-                )
-                inside = overlap[:, 0] * overlap[:, 1] >= _INSIDE_SHARE * inner_area
-            relation[larger & inside] = 2
-    return relation
 
 
 def _position(box: tuple[float, ...] | None, image_size: tuple[int, int] | None) -> str | None:
@@ -772,7 +707,7 @@ def make_captions(
         others = [others[i] for i in kept]
         other_kinds = None if other_kinds is None else [other_kinds[i] for i in kept]
         if boxes is not None:
-            boxes = boxes[kept] if isinstance(boxes, np.ndarray) else [boxes[i] for i in kept]
+            boxes = [boxes[i] for i in kept]
     kinds = other_kinds
     made: dict[str, Caption | None] = {}
     for style in styles:
@@ -797,12 +732,11 @@ def make_captions(
 
 def _boxes_given(
     boxes: Sequence[Sequence[float]] | np.ndarray, n_others: int
-) -> Sequence[Sequence[float]] | np.ndarray:
-    """``other_boxes`` checked against the number of others; a numeric array as float64.
+) -> Sequence[Sequence[float]]:
+    """``other_boxes`` checked against the number of others; an array as lists of its rows.
 
-    Converting ints, bools and floats of up to 8 bytes to float64 gives the doubles ``float()``
-    gives for each element, so the array stands for its rows exactly. Other arrays (objects,
-    strings) are read row by row, as ``bbox_xyxy`` boxes are.
+    ``tolist`` gives the Python numbers (or objects) ``float()`` reads from each element, so the
+    rows stand for the array exactly.
     """
     if not isinstance(boxes, np.ndarray):
         if len(boxes) != n_others:
@@ -812,10 +746,7 @@ def _boxes_given(
         raise ValueError(
             f"other_boxes has shape {boxes.shape} for {n_others} others; expected ({n_others}, 4)"
         )
-    kind, size = boxes.dtype.kind, boxes.dtype.itemsize
-    if kind in "iub" or (kind == "f" and size <= 8):
-        return boxes.astype(np.float64, copy=False)
-    return list(boxes)
+    return boxes.tolist()
 
 
 def caption_title(
