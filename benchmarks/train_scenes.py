@@ -27,7 +27,7 @@ from PIL import Image
 from terrascribe.images import read_rgb
 from terrascribe.models.zoo import load_model
 from terrascribe.records import Sample, make_key
-from terrascribe.shards import chunked, write_dataset
+from terrascribe.shards import batched, write_dataset
 from terrascribe.train import AugmentConfig, TrainConfig, train
 
 TEMPLATES = (
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = args.out / "data"
     # Shards in shuffled order (seeded): files sorted by class would make class-pure shards.
     shuffled = [train_files[i] for i in np.random.default_rng(0).permutation(len(train_files))]
-    jobs = [[str(p) for p in chunk] for chunk in chunked(shuffled, 250)]
+    jobs = [[str(p) for p in chunk] for chunk in batched(shuffled, 250)]
     write_dataset(
         data_dir,
         jobs,

@@ -14,7 +14,14 @@ from PIL import Image
 
 from terrascribe.images import encode_jpeg
 from terrascribe.records import Bounds, ImageObject, Sample, Skip
-from terrascribe.shards import Dataset, DatasetError, DatasetWriter, iter_shard, write_dataset
+from terrascribe.shards import (
+    Dataset,
+    DatasetError,
+    DatasetWriter,
+    batched,
+    iter_shard,
+    write_dataset,
+)
 
 
 def _image(i: int) -> np.ndarray:
@@ -312,3 +319,11 @@ def test_box_wkb_is_shapelys() -> None:
     for bounds in [(10.0, 50.0, 10.5, 50.25), (-180.0, -90.0, 180.0, 90.0), (1e-9, -2.5, 3.0, 0.0)]:
         expected = shapely.to_wkb(shapely.box(*bounds), output_dimension=2)
         assert box_wkb(*bounds) == expected
+
+
+def test_batched_cuts_any_iterable_in_order():
+    assert list(batched(iter(range(7)), 3)) == [[0, 1, 2], [3, 4, 5], [6]]
+    assert list(batched(range(6), 3)) == [[0, 1, 2], [3, 4, 5]]
+    assert list(batched([], 3)) == []
+    with pytest.raises(ValueError, match="batch size must be >= 1, got 0"):
+        list(batched([1], 0))

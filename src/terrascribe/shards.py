@@ -303,7 +303,13 @@ class Encoded(NamedTuple):
 
 
 def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    """Lists of ``size`` consecutive items of any iterable (the last may be shorter)."""
+    """Lists of ``size`` consecutive items of any iterable (the last may be shorter).
+
+    Raises:
+        ValueError: If ``size`` is below 1.
+    """
+    if size < 1:
+        raise ValueError(f"batch size must be >= 1, got {size}")
     batch: list[T] = []
     for item in items:
         batch.append(item)
@@ -649,13 +655,6 @@ def write_dataset(
         n_shards=len(jobs),
         report=extra,
     )
-
-
-def chunked(items: Sequence[T], size: int) -> list[Sequence[T]]:
-    """Split ``items`` into consecutive chunks of ``size`` (the last may be shorter)."""
-    if size < 1:
-        raise ValueError(f"chunk size must be >= 1, got {size}")
-    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 # --------------------------------------------------------------------------------------------

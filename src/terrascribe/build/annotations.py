@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from terrascribe.records import Bounds, ImageObject, Sample, Skip, make_key
-from terrascribe.shards import PARTS_DIR, chunked, hash_path, write_dataset
+from terrascribe.shards import PARTS_DIR, batched, hash_path, write_dataset
 from terrascribe.sources.annotations import (
     AnnotationError,
     Box,
@@ -503,7 +503,7 @@ def _write(
     """:func:`write_dataset` over seeded-order chunks of ``items`` (one chunk per shard)."""
     return write_dataset(
         out_dir,
-        chunked(_shuffled(items, seed), images_per_shard),
+        list(batched(_shuffled(items, seed), images_per_shard)),
         make_items,
         seed=seed,
         **kwargs,

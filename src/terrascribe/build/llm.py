@@ -24,7 +24,7 @@ from typing import Any
 
 from terrascribe.images import ImageError
 from terrascribe.records import Bounds, Sample, Skip
-from terrascribe.shards import DatasetError, chunked, write_dataset
+from terrascribe.shards import DatasetError, batched, write_dataset
 from terrascribe.sources.web import (
     DEFAULT_USER_AGENT,
     Fetcher,
@@ -383,7 +383,7 @@ def _jobs(
     """
     jobs: list[list[tuple[dict[str, Any], dict[str, Any] | None]]] = []
     chunk_of: dict[str, int] = {}
-    for i, chunk in enumerate(chunked(unique, shard_size)):
+    for i, chunk in enumerate(batched(unique, shard_size)):
         jobs.append([(it.to_json(), outcomes.get(it.key)) for it in chunk])
         chunk_of.update(dict.fromkeys((it.key for it in chunk), i))
     for dupe in sorted(dupes, key=lambda d: d.key):

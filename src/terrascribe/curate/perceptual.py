@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from terrascribe.images import ImageError, decode_rgb
-from terrascribe.shards import Dataset, DatasetError, atomic_write_bytes, chunked, iter_shard
+from terrascribe.shards import Dataset, DatasetError, atomic_write_bytes, batched, iter_shard
 
 HASH_KINDS = ("phash", "dhash")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
@@ -221,7 +221,11 @@ def hash_folder(
     files = [str(p) for p in list_images(folder)]
     task = functools.partial(_hash_files, root=str(folder), kinds=kinds)
     results = run_tasks(
-        task, chunked(files, chunk), workers=workers, description="hash images", progress=progress
+        task,
+        list(batched(files, chunk)),
+        workers=workers,
+        description="hash images",
+        progress=progress,
     )
     for result in results:
         if isinstance(result, BaseException):
