@@ -456,21 +456,7 @@ def _read_osm_columns(
     node_cls, way_cls, area_cls = osmium.osm.Node, osmium.osm.Way, osmium.osm.Area
     dropped = stats.dropped
     with tempfile.TemporaryDirectory(prefix="terrascribe-osm-") as tmp:
-        processor = osmium.FileProcessor(str(path)).with_locations(
-            _location_index(index, path, Path(tmp))
-        )
-        # Only relations that can pass the key filter are worth assembling into areas.
-        processor = (
-            processor.with_areas(osmium.filter.KeyFilter(*key_list))
-            if key_list
-            else processor.with_areas()
-        )
-        processor = processor.with_filter(osmium.filter.EmptyTagFilter()).with_filter(
-            # Relations come back as areas; the relation objects themselves are not needed.
-            osmium.filter.EntityFilter(osmium.osm.NODE | osmium.osm.WAY | osmium.osm.AREA)
-        )
-        if key_list is not None:
-            processor = processor.with_filter(osmium.filter.KeyFilter(*key_list))
+        processor = _file_processor(path, key_list, _location_index(index, path, Path(tmp)))
         rows: list[tuple[Any, ...]] = []
         add = rows.append  # one tuple per object: cheaper than eight list appends
         try:
@@ -513,6 +499,31 @@ def _read_osm_columns(
             ) from None
         if rows:
             yield _finish(_RawBatch(rows), stats)
+
+
+def _file_processor(path: Path, key_list: list[str] | None, index: str) -> Any:
+    """An ``osmium.FileProcessor`` yielding the tagged nodes, ways and areas worth reading.
+
+    Node locations are kept (ways need them) and multipolygon relations come back as areas.
+    Osmium's C++ filters drop untagged objects and, given ``key_list``, objects with none of
+    those keys, before Python sees them.
+    """
+    import osmium
+
+    processor = osmium.FileProcessor(str(path)).with_locations(index)
+    # Only relations that can pass the key filter are worth assembling into areas.
+    processor = (
+        processor.with_areas(osmium.filter.KeyFilter(*key_list))
+        if key_list
+        else processor.with_areas()
+    )
+    processor = processor.with_filter(osmium.filter.EmptyTagFilter()).with_filter(
+        # Relations come back as areas; the relation objects themselves are not needed.
+        osmium.filter.EntityFilter(osmium.osm.NODE | osmium.osm.WAY | osmium.osm.AREA)
+    )
+    if key_list is not None:
+        processor = processor.with_filter(osmium.filter.KeyFilter(*key_list))
+    return processor
 
 
 def _tags(obj: Any) -> dict[str, str]:
