@@ -81,16 +81,24 @@ def test_same_inputs_and_seed_give_the_same_bytes(tmp_path: Path) -> None:
     assert sample.objects[1].tags["difficult"] == "1"
 
 
+def write_boxes_with_bad_rows(folder: Path, *, traversal: bool = True) -> None:
+    """``folder/boxes.csv`` and ``folder/images``: a.png (one ship, one harbor) and b.png (one
+    ship) are good; c.png is corrupt, d.png missing, e.png's box far outside its 32x32 image,
+    and (with ``traversal``) one row names ``../secret.png``."""
+    write_images(folder / "images")
+    write_csv(folder / "boxes.csv")
+    with open(folder / "boxes.csv", "a") as f:
+        f.write("c.png,1,1,5,5,ship\n")
+        f.write("d.png,1,1,5,5,ship\n")
+        f.write("e.png,10,10,500,20,ship\n")
+        if traversal:
+            f.write("../secret.png,1,1,5,5,ship\n")
+    (folder / "images" / "c.png").write_bytes(b"\x89PNG broken")
+    Image.new("RGB", (32, 32)).save(folder / "images" / "e.png")
+
+
 def test_bad_items_are_skipped_and_recorded(tmp_path: Path) -> None:
-    write_images(tmp_path / "images")
-    write_csv(tmp_path / "boxes.csv")
-    with open(tmp_path / "boxes.csv", "a") as f:
-        f.write("c.png,1,1,5,5,ship\n")  # corrupt image
-        f.write("d.png,1,1,5,5,ship\n")  # no image at all
-        f.write("e.png,10,10,500,20,ship\n")  # far outside its 32x32 image
-        f.write("../secret.png,1,1,5,5,ship\n")  # path traversal
-    (tmp_path / "images" / "c.png").write_bytes(b"\x89PNG broken")
-    Image.new("RGB", (32, 32)).save(tmp_path / "images" / "e.png")
+    write_boxes_with_bad_rows(tmp_path)
     info = build_boxes_dataset(
         tmp_path / "ds",
         annotations=tmp_path / "boxes.csv",
@@ -396,14 +404,7 @@ def test_counting_skips_difficult_instances(tmp_path: Path) -> None:
 
 
 def test_counting_records_why_images_are_skipped(tmp_path: Path) -> None:
-    write_images(tmp_path / "images")
-    write_csv(tmp_path / "boxes.csv")  # a.png: one ship, one harbor; b.png: one ship
-    with open(tmp_path / "boxes.csv", "a") as f:
-        f.write("c.png,1,1,5,5,ship\n")  # corrupt image
-        f.write("d.png,1,1,5,5,ship\n")  # no image at all
-        f.write("e.png,10,10,500,20,ship\n")  # far outside its 32x32 image
-    (tmp_path / "images" / "c.png").write_bytes(b"\x89PNG broken")
-    Image.new("RGB", (32, 32)).save(tmp_path / "images" / "e.png")
+    write_boxes_with_bad_rows(tmp_path, traversal=False)
     summary = build_counting_benchmark(
         tmp_path / "bench",
         annotations=tmp_path / "boxes.csv",
