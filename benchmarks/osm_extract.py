@@ -62,7 +62,8 @@ def pyosmium_floor():
     from terrascribe.sources.osm import _file_processor, _location_index, _tags
     wkb = osmium.geom.WKBFactory()
     way_cls, area_cls = osmium.osm.Way, osmium.osm.Area
-    keys = sorted(visible_feature_keys(table))
+    keys = visible_feature_keys(table)  # None: a wildcard rule, no key pre-filter (as ours)
+    keys = sorted(keys) if keys is not None else None
     w, c = time.perf_counter(), time.process_time()
     with tempfile.TemporaryDirectory() as tmp:
         for obj in _file_processor(Path(src), keys, _location_index("auto", Path(src), Path(tmp))):
@@ -76,7 +77,7 @@ def pyosmium_floor():
                 elif cls is area_cls:
                     wkb.create_multipolygon(obj)
                 else:
-                    obj.location.lon, obj.location.lat
+                    (obj.location.lon, obj.location.lat)  # what ours keeps of a node
             except Exception:
                 pass
     return time.perf_counter() - w, time.process_time() - c
